@@ -1,0 +1,1 @@
+"""Controller: assigns external IPs from pools to LoadBalancer Services."""

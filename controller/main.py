@@ -1,0 +1,83 @@
+"""`lbspeaker controller`: wire the Kubernetes client, caches, leader election, metrics and the reconcile loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+
+from controller.reconcile import Controller
+from lbspeaker.kube.client import load_api_client
+from lbspeaker.kube.events import EventRecorder
+from lbspeaker.kube.leader import LeaderElector
+from lbspeaker.kube.rest import Rest
+from lbspeaker.metrics import MetricsServer
+
+log = logging.getLogger("lbspeaker.controller")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", "lbspeaker-system"),
+                   help="namespace of the configuration ConfigMaps and the leader Lease")
+    p.add_argument("--config-name", default="config", help="name of the main configuration ConfigMap")
+    p.add_argument("--lb-class", default=None,
+                   help="handle only Services with this spec.loadBalancerClass (default: only Services without one)")
+    p.add_argument("--metrics-addr", default=":7472", help="listen address for /metrics, /healthz, /readyz")
+    p.add_argument("--leader-elect", action="store_true", help="hold Lease lbspeaker-controller before writing")
+    p.add_argument("--workers", type=int, default=4, help="concurrent reconcile workers")
+    p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"))
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rest = Rest(load_api_client(args.kubeconfig))
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    elector: LeaderElector | None = None
+    lost = threading.Event()
+    if args.leader_elect:
+        elector = LeaderElector(rest, args.namespace, "lbspeaker-controller", identity,
+                                on_stopped=lost.set)
+    is_leader = elector.is_leader if elector else (lambda: True)
+    recorder = EventRecorder(rest, "lbspeaker-controller", gate=is_leader)
+    ctl = Controller(rest, namespace=args.namespace, config_name=args.config_name, lb_class=args.lb_class,
+                     recorder=recorder, is_leader=is_leader, workers=args.workers)
+    recorder.busy = lambda: not ctl.queue.idle()
+    server = MetricsServer(args.metrics_addr, healthy=ctl.healthy, ready=ctl.ready)
+    server.start()
+    recorder.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if elector is not None:
+        elector.start()
+        log.info("waiting for lease %s/lbspeaker-controller as %s", args.namespace, identity)
+        while not elector.is_leader():
+            if stop.wait(0.2):
+                elector.stop()
+                return 0
+    starter = threading.Thread(target=ctl.start, name="start", daemon=True)
+    starter.start()
+    code = 0
+    while not stop.wait(0.2):
+        if lost.is_set():
+            # Our caches and allocator were built while leading; a fresh process re-reads the cluster.
+            log.error("lost the controller lease; exiting so that a restart starts from the cluster's state")
+            code = 1
+            break
+    ctl.stop()
+    recorder.stop()
+    if elector is not None:
+        elector.stop(release=code == 0)
+    server.stop()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lbspeaker controller", description="Assign external IPs to Services.")
+    add_arguments(p)
+    return run(p.parse_args(argv))

@@ -1,0 +1,1 @@
+"""Thin Kubernetes layer: client setup, list+watch caches, status writes, Events, Leases."""

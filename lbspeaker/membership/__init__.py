@@ -1,0 +1,1 @@
+"""Membership: which speakers are alive (per-node Lease + authenticated UDP heartbeats)."""

@@ -1,0 +1,1 @@
+"""Test support: a faithful Kubernetes API test server and network-namespace lab helpers."""

@@ -1,0 +1,280 @@
+"""The controller as a process against a real HTTP API server (the test server, or a cluster).
+
+Every test runs its own controller on its own namespace and its own loadBalancerClass, so that on a
+real cluster it touches nothing but the Services the test made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.kubeutil import Cluster, controller, lb_service, pool_configmap, unique, wait_for
+
+POOL3 = """
+address-pools:
+- name: small
+  protocol: layer2
+  addresses: [192.0.2.10-192.0.2.12]
+"""
+
+
+@pytest.fixture
+def api_server_or_none(request: pytest.FixtureRequest) -> object:
+    """The in-process API test server, or None on a real cluster (where its counters do not exist)."""
+    try:
+        return request.getfixturevalue("api_server")
+    except pytest.skip.Exception:
+        return None
+
+
+@pytest.fixture
+def cluster(kubeconfig: str) -> Cluster:
+    return Cluster(kubeconfig)
+
+
+@pytest.fixture
+def lb_class() -> str:
+    return f"lbspeaker.io/test-{unique('c')}"
+
+
+@pytest.fixture
+def ctl(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> Iterator[object]:
+    """A controller with the 3-address pool."""
+    cluster.create(namespace, "configmaps", pool_configmap(POOL3))
+    with controller(kubeconfig, namespace, lb_class) as proc:
+        yield proc
+
+
+def svc(name: str, lb_class: str, **kw: object) -> dict[str, object]:
+    return lb_service(name, lb_class=lb_class, **kw)  # type: ignore[arg-type]
+
+
+def test_pool_of_three_four_services(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    for i in range(3):
+        cluster.create(namespace, "services", svc(f"s{i}", lb_class))
+    got = {cluster.wait_ips(namespace, f"s{i}")[0] for i in range(3)}
+    assert got == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    cluster.create(namespace, "services", svc("s3", lb_class))
+    ev = cluster.wait_event(namespace, "s3", "AllocationFailed")
+    assert ev["type"] == "Warning"
+    assert "exhausted" in ev["message"] and "small" in ev["message"], ev["message"]
+    assert cluster.ips(namespace, "s3") == []
+    for i in range(3):
+        assert cluster.wait_event(namespace, f"s{i}", "IPAllocated")
+    freed = cluster.ips(namespace, "s1")[0]
+    cluster.delete(namespace, "services", "s1")
+    assert cluster.wait_ips(namespace, "s3") == [freed]
+
+
+def test_restart_changes_nothing(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster,
+                                 api_server_or_none: object) -> None:
+    cluster.create(namespace, "configmaps", pool_configmap("""
+address-pools:
+- name: big
+  protocol: bgp
+  addresses: [198.51.100.0/24]
+  avoid-buggy-ips: true
+"""))
+    with controller(kubeconfig, namespace, lb_class):
+        for i in range(200):
+            cluster.create(namespace, "services", svc(f"r{i:03d}", lb_class))
+        wait_for(lambda: all(cluster.ips(namespace, f"r{i:03d}") for i in range(200)), 60,
+                 what="200 services assigned")
+    before = {i: cluster.get(namespace, "services", f"r{i:03d}") for i in range(200)}
+    ips = [b["status"]["loadBalancer"]["ingress"][0]["ip"] for b in before.values() if b]
+    assert len(set(ips)) == 200
+    assert not any(ip.endswith((".0", ".255")) for ip in ips)
+    counts_before = _status_writes(api_server_or_none)
+    with controller(kubeconfig, namespace, lb_class) as proc:
+        wait_for(lambda: proc.http("/readyz")[0] == 200, 30, what="readyz")  # type: ignore[attr-defined]
+        time.sleep(2.0)  # give a misbehaving controller time to write
+        after = {i: cluster.get(namespace, "services", f"r{i:03d}") for i in range(200)}
+    for i in range(200):
+        assert after[i] and before[i]
+        assert after[i]["metadata"]["resourceVersion"] == before[i]["metadata"]["resourceVersion"], i
+    if counts_before is not None:
+        assert _status_writes(api_server_or_none) == counts_before
+
+
+def _status_writes(server: object) -> int | None:
+    if server is None:
+        return None
+    counts = server.request_counts()  # type: ignore[attr-defined]
+    return sum(n for k, n in counts.items() if "status" in k and k[0] in ("patch", "update", "PATCH", "PUT"))
+
+
+def test_requested_ips(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", svc("want", lb_class, load_balancer_ip="192.0.2.12"))
+    assert cluster.wait_ips(namespace, "want") == ["192.0.2.12"]
+    cluster.create(namespace, "services",
+                   svc("ann", lb_class, annotations={"metallb.universe.tf/loadBalancerIPs": "192.0.2.11"}))
+    assert cluster.wait_ips(namespace, "ann") == ["192.0.2.11"]
+    cluster.create(namespace, "services", svc("taken", lb_class, load_balancer_ip="192.0.2.12"))
+    ev = cluster.wait_event(namespace, "taken", "AllocationFailed")
+    assert "192.0.2.12" in ev["message"]
+    cluster.create(namespace, "services", svc("outside", lb_class, load_balancer_ip="203.0.113.9"))
+    ev = cluster.wait_event(namespace, "outside", "AllocationFailed")
+    assert "203.0.113.9" in ev["message"]
+    cluster.create(namespace, "services",
+                   svc("bad", lb_class, annotations={"lbspeaker.io/loadBalancerIPs": "not-an-ip"}))
+    ev = cluster.wait_event(namespace, "bad", "AllocationFailed")
+    assert "loadBalancerIPs" in ev["message"] and "not-an-ip" in ev["message"]
+    assert ctl.http("/healthz")[0] == 200  # type: ignore[attr-defined]
+
+
+def test_sharing(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    share = {"lbspeaker.io/allow-shared-ip": "k1"}
+    cluster.create(namespace, "services", svc("web", lb_class, ports=[("TCP", 80)], annotations=share))
+    ip = cluster.wait_ips(namespace, "web")[0]
+    cluster.create(namespace, "services",
+                   svc("dns", lb_class, ports=[("UDP", 53)], annotations=share, load_balancer_ip=ip))
+    assert cluster.wait_ips(namespace, "dns") == [ip]
+    # Same port: may not share, even with the key.
+    cluster.create(namespace, "services",
+                   svc("web2", lb_class, ports=[("TCP", 80)], annotations=share, load_balancer_ip=ip))
+    cluster.wait_event(namespace, "web2", "AllocationFailed")
+    # Different key: may not share.
+    cluster.create(namespace, "services", svc("other", lb_class, ports=[("TCP", 81)],
+                                              annotations={"lbspeaker.io/allow-shared-ip": "k2"},
+                                              load_balancer_ip=ip))
+    cluster.wait_event(namespace, "other", "AllocationFailed")
+    # Auto-assign with the same key and a free port lands on the shared IP (lowest acceptable).
+    cluster.create(namespace, "services", svc("ssh", lb_class, ports=[("TCP", 22)], annotations=share))
+    assert cluster.wait_ips(namespace, "ssh") == [ip]
+
+
+def test_dual_stack(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> None:
+    cluster.create(namespace, "configmaps", pool_configmap("""
+address-pools:
+- name: v4only
+  protocol: layer2
+  addresses: [192.0.2.20/32]
+- name: dual
+  protocol: layer2
+  addresses: [192.0.2.30-192.0.2.31, 2001:db8:5::/120]
+"""))
+    with controller(kubeconfig, namespace, lb_class):
+        cluster.create(namespace, "services", svc("d", lb_class, families=["IPv4", "IPv6"],
+                                                  family_policy="RequireDualStack"))
+        ips = cluster.wait_ips(namespace, "d", count=2)
+        assert {ipaddress.ip_address(i).version for i in ips} == {4, 6}
+        assert ips[0] == "192.0.2.30" and ips[1] == "2001:db8:5::"
+        cluster.create(namespace, "services", svc("v6", lb_class, families=["IPv6"]))
+        assert cluster.wait_ips(namespace, "v6") == ["2001:db8:5::1"]
+        cluster.create(namespace, "services", svc("pref", lb_class, families=["IPv4", "IPv6"],
+                                                  family_policy="PreferDualStack"))
+        assert len(cluster.wait_ips(namespace, "pref", count=2)) == 2
+        cluster.create(namespace, "services", svc("req", lb_class, families=["IPv4", "IPv6"],
+                                                  family_policy="RequireDualStack",
+                                                  annotations={"lbspeaker.io/address-pool": "v4only"}))
+        cluster.wait_event(namespace, "req", "AllocationFailed")
+
+
+def test_class_filtering(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> None:
+    cluster.create(namespace, "configmaps", pool_configmap(POOL3))
+    with controller(kubeconfig, namespace, lb_class):
+        cluster.create(namespace, "services", svc("mine", lb_class))
+        cluster.create(namespace, "services", svc("theirs", lb_class + "-other"))
+        cluster.create(namespace, "services", lb_service("noclass"))
+        cluster.create(namespace, "services", lb_service("cip", svc_type="ClusterIP"))
+        cluster.wait_ips(namespace, "mine")
+        time.sleep(1.0)  # give a wrong controller time to act
+        assert cluster.ips(namespace, "theirs") == []
+        assert cluster.ips(namespace, "noclass") == []
+        assert cluster.events(namespace, "theirs") == []
+
+
+def test_default_class_only_classless(api_server: object, kubeconfig: str, namespace: str,
+                                      cluster: Cluster) -> None:
+    """Without --lb-class the controller takes classless Services only (test server only: it takes all)."""
+    cluster.create(namespace, "configmaps", pool_configmap(POOL3))
+    with controller(kubeconfig, namespace, None):
+        cluster.create(namespace, "services", lb_service("plain"))
+        cluster.create(namespace, "services", lb_service("classed", lb_class="example.com/other"))
+        assert cluster.wait_ips(namespace, "plain")
+        time.sleep(1.0)
+        assert cluster.ips(namespace, "classed") == []
+
+
+def test_invalid_config_kept_out(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", svc("a", lb_class))
+    ip = cluster.wait_ips(namespace, "a")[0]
+    cluster.patch(namespace, "configmaps", "config", {"data": {"config": """
+address-pools:
+- name: small
+  protocol: layer2
+  addresses: [192.0.2.300/24]
+"""}})
+    ev = cluster.wait_event(namespace, "config", "InvalidConfig")
+    assert "address-pools[0].addresses[0]" in ev["message"] and "192.0.2.300" in ev["message"]
+    wait_for(lambda: ctl.metric("lbspeaker_controller_config_stale") == 1.0,  # type: ignore[attr-defined]
+             what="config_stale metric")
+    cluster.create(namespace, "services", svc("b", lb_class))
+    assert cluster.wait_ips(namespace, "b")  # the last good pool still serves
+    assert cluster.ips(namespace, "a") == [ip]
+    cluster.patch(namespace, "configmaps", "config", {"data": {"config": POOL3}})
+    wait_for(lambda: ctl.metric("lbspeaker_controller_config_stale") == 0.0,  # type: ignore[attr-defined]
+             what="config_stale back to 0")
+
+
+def test_pool_removed_services_reassigned(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", svc("m", lb_class))
+    assert cluster.wait_ips(namespace, "m") == ["192.0.2.10"]
+    cluster.patch(namespace, "configmaps", "config", {"data": {"config": """
+address-pools:
+- name: newpool
+  protocol: layer2
+  addresses: [203.0.113.64/30]
+"""}})
+    wait_for(lambda: cluster.ips(namespace, "m") == ["203.0.113.64"], what="reassignment to the new pool")
+    ev = cluster.wait_event(namespace, "m", "IPAllocated", contains="203.0.113.64")
+    assert "192.0.2.10" in ev["message"], "the event says what it had and why it moved"
+
+
+def test_no_longer_load_balancer(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", svc("t", lb_class))
+    ip = cluster.wait_ips(namespace, "t")[0]
+    obj = cluster.get(namespace, "services", "t")
+    assert obj is not None
+    obj["spec"]["type"] = "ClusterIP"
+    for field in ("loadBalancerClass", "allocateLoadBalancerNodePorts", "externalTrafficPolicy",
+                  "loadBalancerIP"):
+        obj["spec"].pop(field, None)
+    for port in obj["spec"]["ports"]:
+        port.pop("nodePort", None)
+    cluster.put(namespace, "services", obj)
+    wait_for(lambda: cluster.ips(namespace, "t") == [], what="status cleared")
+    cluster.create(namespace, "services", svc("u", lb_class))
+    assert cluster.wait_ips(namespace, "u") == [ip], "the freed IP is reused"
+
+
+def test_metrics_and_health(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", svc("m1", lb_class))
+    cluster.wait_ips(namespace, "m1")
+    wait_for(lambda: ctl.metric("lbspeaker_controller_addresses_in_use",  # type: ignore[attr-defined]
+                                'family="IPv4",pool="small"') == 1.0, what="in-use gauge")
+    assert ctl.metric("lbspeaker_controller_addresses_total",  # type: ignore[attr-defined]
+                      'family="IPv4",pool="small"') == 3.0
+    assert ctl.metric("lbspeaker_controller_config_loaded") == 1.0  # type: ignore[attr-defined]
+    assert (ctl.metric("lbspeaker_controller_allocations_total", 'pool="small"') or 0) >= 1  # type: ignore[attr-defined]
+    assert ctl.http("/readyz")[0] == 200  # type: ignore[attr-defined]
+
+
+def test_leader_election(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> None:
+    cluster.create(namespace, "configmaps", pool_configmap(POOL3))
+    with controller(kubeconfig, namespace, lb_class, "--leader-elect") as first:
+        wait_for(lambda: first.metric("lbspeaker_controller_leader") == 1.0, what="first replica leads")
+        with controller(kubeconfig, namespace, lb_class, "--leader-elect") as second:
+            time.sleep(1.5)
+            assert second.metric("lbspeaker_controller_leader") in (None, 0.0)
+            cluster.create(namespace, "services", svc("le", lb_class))
+            assert cluster.wait_ips(namespace, "le") == ["192.0.2.10"]
+            first.stop()  # graceful: releases the lease
+            wait_for(lambda: second.metric("lbspeaker_controller_leader") == 1.0, 30, what="second takes over")
+            cluster.create(namespace, "services", svc("le2", lb_class))
+            assert cluster.wait_ips(namespace, "le2") == ["192.0.2.11"]
+            assert cluster.ips(namespace, "le") == ["192.0.2.10"]
