@@ -24,7 +24,8 @@ from typing import Any
 from controller.allocator import AllocationFailure, Allocator, Assignment, PoolSpec
 from controller.service import BadAnnotation, is_load_balancer, service_request, status_ips
 from lbspeaker import metrics
-from lbspeaker.config import Config, ConfigError, merge_configs, parse_configmap
+from lbspeaker.config import Config
+from lbspeaker.config.cluster import config_sources, load_config
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer, object_key
 from lbspeaker.kube.rest import JSON, MERGE_PATCH, ApiError, Rest, path_for
@@ -32,37 +33,9 @@ from lbspeaker.kube.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-CONFIG_LABEL = "lbspeaker.io/config"
-
-
 def pool_specs(cfg: Config) -> list[PoolSpec]:
     return [PoolSpec(name=p.name, ipset=p.ipset, auto_assign=p.auto_assign, avoid_buggy_ips=p.avoid_buggy_ips)
             for p in cfg.address_pools]
-
-
-def config_sources(configmaps: list[JSON], config_name: str) -> list[JSON]:
-    """The ConfigMaps that make up the configuration: ``config_name`` first, then labelled ones by name."""
-    chosen = [cm for cm in configmaps
-              if cm["metadata"]["name"] == config_name
-              or CONFIG_LABEL in (cm["metadata"].get("labels") or {})]
-    return sorted(chosen, key=lambda cm: (cm["metadata"]["name"] != config_name, cm["metadata"]["name"]))
-
-
-def load_config(configmaps: list[JSON]) -> tuple[Config | None, list[tuple[JSON, str]]]:
-    """Parse and merge ConfigMaps. Returns the config, or None and (ConfigMap, error text) pairs."""
-    parts: list[tuple[str, Config]] = []
-    errors: list[tuple[JSON, str]] = []
-    for cm in configmaps:
-        try:
-            parts.append((f"{cm['metadata'].get('namespace')}/{cm['metadata']['name']}", parse_configmap(cm)))
-        except ConfigError as exc:
-            errors.append((cm, str(exc)))
-    if errors:
-        return None, errors
-    try:
-        return merge_configs(parts), []
-    except ConfigError as exc:
-        return None, [(cm, str(exc)) for cm in configmaps]
 
 
 class Controller:

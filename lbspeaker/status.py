@@ -11,8 +11,9 @@ import argparse
 from collections.abc import Sequence
 
 from controller.allocator import Allocator, Assignment
-from controller.reconcile import config_sources, load_config, pool_specs
+from controller.reconcile import pool_specs
 from controller.service import BadAnnotation, is_load_balancer, service_request, status_ips
+from lbspeaker.config.cluster import config_sources, load_config
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.rest import JSON, Rest, path_for
 
