@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""`make demo`: a whole lbspeaker cluster lab on this machine, shown step by step.
+
+What it builds (and tears down at the end, also on Ctrl-C or an error):
+- the API test server (or the cluster named by $KUBECONFIG for the API part — the lab's nodes are
+  always network namespaces here);
+- three "nodes", each a network namespace on a private switch, running a real `lbspeaker speaker`;
+  each node also runs a tiny HTTP server answering "hello from node-N" for the Service IPs, standing in
+  for kube-proxy (the VIP sits on the node's loopback with strict ARP, as kube-proxy's IPVS mode does,
+  so only the speaker answers ARP for it);
+- the controller, the example pools from deploy/examples/, a layer 2 LoadBalancer Service;
+- a "client" namespace that reaches the Service IP over the switch.
+
+It prints the Services with their EXTERNAL-IP and owner, the client's `curl` answers, then kills the
+owner's speaker and prints how long the client went without an answer.
+
+Only documentation addresses (192.0.2.0/24, 203.0.113.0/24, 2001:db8::/32) are used, inside
+namespaces this script creates.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lbspeaker.kube.rest import ApiError, path_for  # noqa: E402
+from lbspeaker.testing.apiserver import APIServer  # noqa: E402
+from lbspeaker.testing.netns import Host, Lab  # noqa: E402
+from tests.integration.kubeutil import rest_for  # noqa: E402
+
+NS = "lbspeaker-system"
+NODES = {"node-1": "192.0.2.11", "node-2": "192.0.2.12", "node-3": "192.0.2.13"}
+CLIENT_IP = "192.0.2.100"
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+HTTP_SERVER = r"""
+import http.server, socketserver, sys
+name = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"hello from {name}\n".encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("0.0.0.0", 80), H).serve_forever()
+"""
+
+
+def step(text: str) -> None:
+    print(f"\n{BOLD}==> {text}{RESET}", flush=True)
+
+
+def info(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+def need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        sys.exit(f"demo: '{tool}' is missing; install the Debian package {package} (make demo does)")
+
+
+def wait(fn: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def apply(rest: Any, obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    resource = {"ConfigMap": "configmaps", "Secret": "secrets", "Service": "services", "Node": "nodes",
+                "Namespace": "namespaces", "EndpointSlice": "endpointslices"}[kind]
+    api = "discovery.k8s.io/v1" if kind == "EndpointSlice" else "v1"
+    ns = obj["metadata"].get("namespace") if kind not in ("Node", "Namespace") else None
+    try:
+        rest.request("POST", path_for(api, resource, ns), body=obj)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        sys.exit("demo: run as root (network namespaces need it): sudo make demo")
+    for tool, pkg in (("ip", "iproute2"), ("arping", "iputils-arping"), ("curl", "curl")):
+        need(tool, pkg)
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="lbspeaker-demo-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    server: APIServer | None = None
+    lab: Lab | None = None
+    try:
+        step("API server")
+        if os.environ.get("KUBECONFIG"):
+            sys.exit("demo: the lab's speakers run in namespaces that reach only the local API test server; "
+                     "unset KUBECONFIG (the kind/k3s path is hack/kind-e2e.sh)")
+        server = APIServer(host="127.0.0.1", port=0)
+        server.start()
+        kubeconfig = str(tmp / "kubeconfig")
+        server.write_kubeconfig(kubeconfig)
+        info(f"lbspeaker.testing API server at {server.url}; kubeconfig {kubeconfig}")
+        rest = rest_for(kubeconfig)
+        apply(rest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        apply(rest, {"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "lbspeaker-memberlist", "namespace": NS}, "type": "Opaque",
+                     "data": {"secretkey": base64.b64encode(os.urandom(32)).decode()}})
+
+        step("Nodes: three network namespaces on one switch, and a client")
+        lab = Lab("demo")
+        hosts: dict[str, Host] = {}
+        for i, (node, ip) in enumerate(NODES.items(), start=1):
+            hosts[node] = lab.add_host(f"n{i}", f"{ip}/24", f"2001:db8::{10 + i}/64")
+            apply(rest, {"apiVersion": "v1", "kind": "Node",
+                         "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
+                         "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                                    "conditions": [{"type": "Ready", "status": "True"}]}})
+            info(f"{node}: {ip} (mac {hosts[node].mac}) in namespace {hosts[node].name}")
+        client = lab.add_host("cl", f"{CLIENT_IP}/24")
+        info(f"client: {CLIENT_IP} in namespace {client.name}")
+
+        step("Pools from deploy/examples/ and the controller")
+        import yaml
+
+        for example in sorted((ROOT / "deploy" / "examples").glob("*.yaml")):
+            obj = yaml.safe_load(example.read_text())
+            if example.name.startswith("bgp"):
+                info(f"{example.name}: skipped (BGP mode is not in this demo yet)")
+                continue
+            apply(rest, obj)
+            info(f"applied {example.name}")
+        ctl_log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - lives as long as the process
+        procs.append(subprocess.Popen([sys.executable, "-m", "controller", "--kubeconfig", kubeconfig,
+                                       "--metrics-addr", "127.0.0.1:0"], stdout=ctl_log, stderr=subprocess.STDOUT))
+        info(f"controller running (log {tmp / 'controller.log'})")
+
+        step("Speakers, one per node")
+        speaker_ok = _speaker_available()
+        if not speaker_ok:
+            info("the speaker program is not built yet: showing IP assignment only")
+        port = int(server.url.rsplit(":", 1)[1])
+        for node, host in hosts.items():
+            lab.forward_loopback(host, ("127.0.0.1", port))
+            # Strict ARP, as kube-proxy's IPVS mode needs: the node's kernel must not answer ARP for the
+            # VIP it holds on loopback; only the elected speaker does.
+            host.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])
+            if speaker_ok:
+                log = open(tmp / f"speaker-{node}.log", "wb")  # noqa: SIM115
+                procs.append(lab.popen(host, [sys.executable, "-m", "lbspeaker.cli", "speaker", "--node-name", node,
+                                              "--kubeconfig", kubeconfig, "--metrics-addr", "127.0.0.1:7472"],
+                                       stdout=log, stderr=subprocess.STDOUT))
+                info(f"{node}: speaker started (log {tmp / f'speaker-{node}.log'})")
+
+        step("A LoadBalancer Service")
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello", "namespace": "default"},
+               "spec": {"type": "LoadBalancer", "selector": {"app": "hello"},
+                        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}
+        apply(rest, svc)
+        apply(rest, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                     "metadata": {"name": "hello-1", "namespace": "default",
+                                  "labels": {"kubernetes.io/service-name": "hello"}},
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                     "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": True}}
+                                   for node, ip in NODES.items()]})
+        t0 = time.monotonic()
+        vip = wait(lambda: _ips(rest, "default", "hello"), 30, "an EXTERNAL-IP")[0]
+        info(f"EXTERNAL-IP {vip} assigned in {time.monotonic() - t0:.2f}s")
+        _show_services(kubeconfig)
+        for node, host in hosts.items():
+            host.run(["ip", "addr", "add", f"{vip}/32", "dev", "lo"])
+            procs.append(lab.popen(host, [sys.executable, "-c", HTTP_SERVER, node],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        if not speaker_ok:
+            step("Done (assignment only)")
+            return 0
+
+        step("Traffic from the client")
+        owner = wait(lambda: _curl(client, vip), 20, "an answer from the Service IP")
+        info(f"curl http://{vip}/  ->  {owner!r}")
+        owner_node = owner.removeprefix("hello from ")
+        info(f"client's neighbour entry: {_neigh(client, vip)}")
+        info(f"{owner_node}'s MAC is {hosts[owner_node].mac}")
+
+        step(f"Failover: SIGKILL the speaker of {owner_node}")
+        victim = next(p for p in procs if owner_node in " ".join(map(str, p.args)) and "speaker" in str(p.args))
+        # Stop answering for the VIP on the dead node too, as a dead node would.
+        hosts[owner_node].run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"])
+        t0 = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        new = wait(lambda: (lambda a: a if a and owner_node not in a else None)(_curl(client, vip, 0.3)), 20,
+                   "another node to answer", interval=0.02)
+        gap = time.monotonic() - t0
+        info(f"curl http://{vip}/  ->  {new!r}  after {gap:.2f}s without an answer")
+        info(f"client's neighbour entry: {_neigh(client, vip)} (moved by the gratuitous ARP)")
+        _show_services(kubeconfig)
+        step(f"Done in {time.monotonic() - started:.0f}s")
+        return 0
+    finally:
+        step("Tearing down")
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+            if p.poll() is None:
+                p.kill()
+        if lab is not None:
+            lab.close()
+        if server is not None:
+            server.stop()
+        info("namespaces, processes and the API server are gone")
+
+
+def _speaker_available() -> bool:
+    try:
+        import lbspeaker.speaker_main  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ips(rest: Any, ns: str, name: str) -> list[str]:
+    svc = rest.get(path_for("v1", "services", ns, name))
+    return [i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+
+
+def _show_services(kubeconfig: str) -> None:
+    if shutil.which("kubectl"):
+        out = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "get", "svc", "-A"], capture_output=True,
+                             text=True, check=False).stdout
+        info(f"{DIM}$ kubectl get svc -A{RESET}")
+        for line in out.splitlines():
+            info(line)
+    out = subprocess.run([sys.executable, "-m", "lbspeaker.cli", "status", "--kubeconfig", kubeconfig],
+                         capture_output=True, text=True, check=False).stdout
+    info(f"{DIM}$ lbspeaker status{RESET}")
+    for line in out.splitlines():
+        info(line)
+
+
+def _curl(client: Host, vip: str, timeout: float = 1.0) -> str | None:
+    res = client.run(["curl", "-s", "--max-time", str(timeout), f"http://{vip}/"], check=False)
+    return res.stdout.strip() or None
+
+
+def _neigh(client: Host, vip: str) -> str:
+    out = client.run(["ip", "-j", "neigh", "show", vip], check=False).stdout
+    try:
+        entries = json.loads(out or "[]")
+    except ValueError:
+        return out.strip()
+    return ", ".join(f"{e.get('lladdr', '?')} {'/'.join(e.get('state', []))}" for e in entries) or "(none)"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
