@@ -23,7 +23,7 @@ def test_examples_merge_without_conflict() -> None:
     assert len(EXAMPLES) >= 3
     cms = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
     sources = config_sources(cms, "config")
-    assert [cm["metadata"]["name"] for cm in sources][0] == "config"
+    assert sources[0]["metadata"]["name"] == "config"
     cfg, errors = load_config(sources)
     assert errors == [] and cfg is not None
     assert {p.protocol for p in cfg.address_pools} == {"layer2", "bgp"}

@@ -1,0 +1,229 @@
+"""Pure BGP desired state of one node: which peers it keeps and which routes it announces.
+
+Nothing here does I/O or reads a clock; the speaker gathers the inputs (config, its Node's labels,
+Secret values, Services, EndpointSlices) and hands the results to ``lbspeaker.bgp_announcer``.
+
+Peers (``peers_for_node``): the config peers whose ``node-selectors`` match this node (no selectors:
+every node), as ``BgpPeer``. The router id defaults to the node's IPv4 address; the password comes
+from ``password`` or from the Secret key ``password-secret`` names. A peer whose password cannot be
+had (Secret or key missing, unusable value) is left out and reported: a session opened without the
+password it was configured with would be refused by the router or, worse, accepted unauthenticated.
+
+Routes (``node_routes``): for each Service we handle (same ``loadBalancerClass`` rule as the
+controller), each status IP that lies in a ``bgp`` pool is announced from this node when
+
+* the node may announce at all: ``node_eligible``, which the caller computes (speaker alive, Node
+  known, not labelled ``node.kubernetes.io/exclude-from-external-load-balancers``, no
+  ``NetworkUnavailable=True`` condition — ``lbspeaker.l2_state.node_view`` gives the exclusion);
+* the pool's ``node-selectors`` select the node's labels (``node_labels``);
+* ``externalTrafficPolicy: Local``: a ready endpoint of the Service runs on this node;
+  ``Cluster``: a ready endpoint runs anywhere (otherwise nobody announces the Service).
+
+Services sharing an IP announce it only when every one of them may be announced from this node, the
+same intersection rule the layer2 election uses (``lbspeaker.l2_state``). IPs of layer2 pools, and
+IPs in no pool, are not this module's business and are skipped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from controller.service import is_load_balancer, status_ips
+from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer
+from lbspeaker.bgp.routes import merge_routes, routes_for
+from lbspeaker.config import Config
+from lbspeaker.config.models import AddressPool, BgpAdvertisement, Peer, selects
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+JSON = Mapping[str, Any]
+SecretValues = Mapping[tuple[str, str], str]
+
+
+# -- peers -------------------------------------------------------------------------------------------
+
+
+def peers_for_node(
+    cfg: Config,
+    node_name: str,
+    node_labels: Mapping[str, str],
+    secrets: SecretValues,
+    node_ipv4: str | None,
+) -> tuple[list[BgpPeer], list[str]]:
+    """The peers this node keeps sessions with, and the problems that left configured peers out.
+
+    ``secrets`` maps (Secret name, key) to the decoded value, for Secrets in the lbspeaker namespace.
+    ``node_ipv4`` is the node's IPv4 address, the router id of peers without ``router-id``; None (or
+    not an IPv4 address) leaves the choice to the BGP layer (the session's local IPv4 address).
+    Problem messages name the peer, the Secret and the key, never the password. ``node_name`` is not
+    needed for the selection (labels decide) and is accepted for symmetry with ``node_routes``.
+    """
+    default_router_id = _ipv4_or_none(node_ipv4)
+    peers: list[BgpPeer] = []
+    problems: list[str] = []
+    for peer in cfg.peers:
+        if not selects(peer.node_selectors, node_labels):
+            continue
+        password, problem = _password(peer, secrets)
+        if problem is not None:
+            problems.append(f"peer {peer.peer_address}: {problem}")
+            continue
+        try:
+            peers.append(
+                BgpPeer(
+                    peer_address=peer.peer_address,
+                    peer_asn=peer.peer_asn,
+                    my_asn=peer.my_asn,
+                    peer_port=peer.peer_port,
+                    hold_time=peer.hold_time,
+                    keepalive_time=peer.keepalive_time,
+                    router_id=peer.router_id or default_router_id,
+                    source_address=peer.source_address,
+                    password=password,
+                    ebgp_multihop=peer.ebgp_multihop,
+                )
+            )
+        except ValueError as exc:
+            # BgpPeer's messages never include the password (its length check names only the peer).
+            problems.append(f"peer {peer.peer_address}: {exc}")
+    return peers, problems
+
+
+def _password(peer: Peer, secrets: SecretValues) -> tuple[str | None, str | None]:
+    """(password, None), or (None, problem) when the peer's Secret cannot supply one."""
+    ref = peer.password_secret
+    if ref is None:
+        return peer.password, None
+    value = secrets.get((ref.name, ref.key))
+    if value is None:
+        if any(name == ref.name for name, _ in secrets):
+            return None, f"Secret {ref.name} has no key {ref.key}"
+        return None, f"Secret {ref.name} not found (needed for key {ref.key})"
+    if not value:
+        return None, f"Secret {ref.name} key {ref.key} is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        # A trailing newline from `kubectl create secret --from-file` is the usual culprit.
+        return None, f"Secret {ref.name} key {ref.key} contains a line break or control character (value not shown)"
+    return value, None
+
+
+def _ipv4_or_none(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    return str(address) if address.version == 4 else None
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+
+def node_routes(
+    cfg: Config | None,
+    node_name: str,
+    services: Iterable[JSON],
+    endpoint_slices: Iterable[JSON],
+    node_eligible: bool,
+    lb_class: str | None,
+    *,
+    node_labels: Mapping[str, str] | None = None,
+) -> tuple[list[Advertisement], dict[str, list[str]]]:
+    """The routes this node announces (merged, sorted by prefix) and, per Service key "ns/name", the
+    prefixes announced for it (sorted; only Services announced from this node appear).
+
+    ``node_labels`` (this node's labels) are matched against the pools' ``node-selectors``; None is
+    taken as no labels, so a pool with selectors is then only announced if they select an unlabelled
+    node. Localpref stays in the routes: the BGP layer drops it for eBGP peers (``routes_for_peer``).
+    """
+    if cfg is None or not node_eligible:
+        return [], {}
+    labels: Mapping[str, str] = node_labels or {}
+    ready = _ready_endpoints(endpoint_slices)
+
+    # IP -> [(service key, may be announced from here)]: sharing Services decide together.
+    by_ip: dict[str, list[tuple[str, bool]]] = {}
+    for svc in services:
+        if not is_load_balancer(svc, lb_class):
+            continue
+        meta = svc.get("metadata") or {}
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
+        local = (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local"
+        nodes, any_ready = ready.get(key, (frozenset(), False))
+        ok = node_name in nodes if local else any_ready
+        for ip in {_canonical(text) for text in status_ips(svc)} - {""}:
+            by_ip.setdefault(ip, []).append((key, ok))
+
+    routes: list[Advertisement] = []
+    per_service: dict[str, set[str]] = {}
+    pool_selected: dict[str, bool] = {}
+    for ip, sharing in sorted(by_ip.items()):
+        pool = _pool_of(cfg, ip)
+        if pool is None or pool.protocol != "bgp":
+            continue
+        if pool.name not in pool_selected:
+            pool_selected[pool.name] = selects(pool.node_selectors, labels)
+        if not pool_selected[pool.name] or not all(ok for _, ok in sharing):
+            continue
+        ip_routes = routes_for(ip, [_adv_spec(a) for a in pool.bgp_advertisements])
+        routes.extend(ip_routes)
+        for key, _ in sharing:
+            per_service.setdefault(key, set()).update(r.prefix for r in ip_routes)
+
+    merged = sorted(merge_routes(routes).values(), key=lambda r: _prefix_key(r.prefix))
+    return merged, {key: sorted(prefixes, key=_prefix_key) for key, prefixes in sorted(per_service.items())}
+
+
+def _ready_endpoints(endpoint_slices: Iterable[JSON]) -> dict[str, tuple[frozenset[str], bool]]:
+    """Per Service key: the nodes running a ready endpoint, and whether any ready endpoint exists.
+
+    An endpoint counts as ready unless ``conditions.ready`` is false (unknown means ready, as the
+    EndpointSlice API defines). A ready endpoint without ``nodeName`` counts for Cluster only.
+    """
+    nodes: dict[str, set[str]] = {}
+    any_ready: dict[str, bool] = {}
+    for es in endpoint_slices:
+        meta = es.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            continue
+        key = f"{meta.get('namespace') or 'default'}/{service}"
+        nodes.setdefault(key, set())
+        any_ready.setdefault(key, False)
+        for ep in es.get("endpoints") or ():
+            if not isinstance(ep, Mapping) or (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            any_ready[key] = True
+            if ep.get("nodeName"):
+                nodes[key].add(str(ep["nodeName"]))
+    return {key: (frozenset(nodes[key]), any_ready[key]) for key in nodes}
+
+
+def _pool_of(cfg: Config, ip: str) -> AddressPool | None:
+    address = ipaddress.ip_address(ip)
+    return next((p for p in cfg.address_pools if address in p.ipset), None)
+
+
+def _adv_spec(adv: BgpAdvertisement) -> AdvSpec:
+    return AdvSpec(
+        aggregation_length=adv.aggregation_length,
+        aggregation_length_v6=adv.aggregation_length_v6,
+        localpref=adv.localpref,
+        communities=tuple(adv.communities),
+        large_communities=tuple(adv.large_communities),
+    )
+
+
+def _canonical(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        return ""
+
+
+def _prefix_key(prefix: str) -> tuple[int, int, int]:
+    network = ipaddress.ip_network(prefix)
+    return network.version, int(network.network_address), network.prefixlen
