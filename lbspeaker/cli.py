@@ -14,12 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     from controller.main import add_arguments as controller_args
 
     controller_args(sub.add_parser("controller", help="assign external IPs to LoadBalancer Services"))
-    try:
-        from lbspeaker.speaker_main import add_arguments as speaker_args
-    except ImportError:  # the speaker is not built yet
-        speaker_args = None
-    if speaker_args is not None:
-        speaker_args(sub.add_parser("speaker", help="announce external IPs from this node (layer 2 / BGP)"))
+    from lbspeaker.speaker_main import add_arguments as speaker_args
+
+    speaker_args(sub.add_parser("speaker", help="announce external IPs from this node (layer 2 / BGP)"))
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a pool ConfigMap manifest or bare config YAML")

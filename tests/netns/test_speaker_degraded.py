@@ -1,0 +1,55 @@
+"""The speaker without the memberlist Secret: no heartbeats, liveness from Leases alone, said in /readyz.
+
+Also: a speaker whose Lease is deleted behind its back recreates it. Runs in its own lab (prefix
+"spk"), because the missing Secret is a property of the whole cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from lbspeaker import election
+from tests.netns.speaker_lab import NAMESPACE, SpeakerLab, wait_for
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("arping") is None, reason="needs arping (iputils-arping)"),
+    pytest.mark.skipif(bool(os.environ.get("LBSPEAKER_TEST_KUBECONFIG")),
+                       reason="speakers run in lab namespaces that cannot reach a real cluster's API server"),
+]
+
+ALL = ("node1", "node2", "node3")
+
+
+@pytest.fixture(scope="module")
+def spk() -> Iterator[SpeakerLab]:
+    with SpeakerLab("spk", secret=False) as made:
+        for node in made.node_names:
+            made.start_speaker(node, wait=False)
+        for node in made.node_names:
+            made.wait_ready(node)
+        yield made
+
+
+def test_without_the_secret_readyz_says_so_and_leases_still_elect(spk: SpeakerLab) -> None:
+    code, text = spk.speakers["node1"].http("/readyz")
+    assert code == 200 and "no heartbeats" in text and "Leases only" in text
+    ip = "192.0.2.230"
+    spk.service("nohb", [ip], endpoints=ALL)
+    owner = election.owner(ip, ALL)
+    assert owner is not None
+    wait_for(f"{owner} to answer", lambda: spk.arping(ip, count=1) == [spk.mac(owner)], 10)
+    heir = election.owner(ip, tuple(n for n in ALL if n != owner))
+    assert heir is not None
+    assert spk.speakers[owner].terminate() == 0  # deletes its Lease: the only signal peers get
+    wait_for(f"{heir} to take over", lambda: spk.arping(ip, count=1) == [spk.mac(heir)], 5)
+    assert f"speaker-{owner}" not in spk.leases()
+
+
+def test_a_deleted_lease_is_recreated(spk: SpeakerLab) -> None:
+    node = next(n for n in ALL if spk.speakers[n].alive())
+    spk.rest.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/speaker-{node}")
+    wait_for("the Lease to come back", lambda: f"speaker-{node}" in spk.leases(), 10)
