@@ -38,12 +38,14 @@ sys.path.insert(0, str(ROOT))
 
 from lbspeaker.kube.rest import ApiError, path_for  # noqa: E402
 from lbspeaker.testing.apiserver import APIServer  # noqa: E402
+from lbspeaker.testing.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config  # noqa: E402
 from lbspeaker.testing.netns import Host, Lab  # noqa: E402
 from tests.integration.kubeutil import rest_for  # noqa: E402
 
 NS = "lbspeaker-system"
 NODES = {"node-1": "192.0.2.11", "node-2": "192.0.2.12", "node-3": "192.0.2.13"}
 CLIENT_IP = "192.0.2.100"
+ROUTER_IP = "192.0.2.1"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 HTTP_SERVER = r"""
@@ -135,13 +137,25 @@ def main() -> int:
         client = lab.add_host("cl", f"{CLIENT_IP}/24")
         info(f"client: {CLIENT_IP} in namespace {client.name}")
 
+        bgp_ok, bgp_why = _bgp_available()
+        router: BirdRouter | None = None
+        if bgp_ok:
+            # The router of deploy/examples/bgp-pool.yaml: 192.0.2.1, AS 64501; the nodes are AS 64500.
+            rt = lab.add_host("rt", f"{ROUTER_IP}/24")
+            rt.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            router = BirdRouter(lab, rt, tmp / "bird", render_bird_config(
+                ROUTER_IP, 64501, [BirdNeighbor(name=node.replace("-", "_"), address=ip, asn=64500,
+                                                local_address=ROUTER_IP) for node, ip in NODES.items()]))
+            client.run(["ip", "route", "add", "203.0.113.0/24", "via", ROUTER_IP])
+            info(f"router: BIRD 2 at {ROUTER_IP} (AS 64501) in namespace {rt.name}, peering with the three nodes")
+
         step("Pools from deploy/examples/ and the controller")
         import yaml
 
         for example in sorted((ROOT / "deploy" / "examples").glob("*.yaml")):
             obj = yaml.safe_load(example.read_text())
-            if example.name.startswith("bgp"):
-                info(f"{example.name}: skipped (BGP mode is not in this demo yet)")
+            if example.name.startswith("bgp") and not bgp_ok:
+                info(f"{example.name}: skipped ({bgp_why})")
                 continue
             apply(rest, obj)
             info(f"applied {example.name}")
@@ -162,8 +176,10 @@ def main() -> int:
             host.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])
             if speaker_ok:
                 log = open(tmp / f"speaker-{node}.log", "wb")  # noqa: SIM115
+                workdir = tmp / f"bgp-{node}"
                 procs.append(lab.popen(host, [sys.executable, "-m", "lbspeaker.cli", "speaker", "--node-name", node,
-                                              "--kubeconfig", kubeconfig, "--metrics-addr", "127.0.0.1:7472"],
+                                              "--kubeconfig", kubeconfig, "--metrics-addr", "127.0.0.1:7472",
+                                              *(["--bgp-workdir", str(workdir)] if bgp_ok else [])],
                                        stdout=log, stderr=subprocess.STDOUT))
                 info(f"{node}: speaker started (log {tmp / f'speaker-{node}.log'})")
 
@@ -198,6 +214,33 @@ def main() -> int:
         info(f"client's neighbour entry: {_neigh(client, vip)}")
         info(f"{owner_node}'s MAC is {hosts[owner_node].mac}")
 
+        if router is not None:
+            step("A BGP Service, through the router")
+            bsvc = json.loads(json.dumps(svc))
+            bsvc["metadata"]["name"] = "hello-bgp"
+            bsvc["metadata"]["annotations"] = {"lbspeaker.io/address-pool": "routed"}
+            apply(rest, bsvc)
+            slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                      "metadata": {"name": "hello-bgp-1", "namespace": "default",
+                                   "labels": {"kubernetes.io/service-name": "hello-bgp"}},
+                      "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                      "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": True}}
+                                    for node, ip in NODES.items()]}
+            apply(rest, slice_)
+            bvip = wait(lambda: _ips(rest, "default", "hello-bgp"), 30, "an EXTERNAL-IP from the bgp pool")[0]
+            for host in hosts.values():
+                host.run(["ip", "addr", "add", f"{bvip}/32", "dev", "lo"])
+            t0 = time.monotonic()
+            paths = wait(lambda: (lambda r: r if len(r) == len(NODES) else None)(
+                router.routes(f"{bvip}/32").get(f"{bvip}/32", [])), 60, "the route on the router from every node")
+            info(f"EXTERNAL-IP {bvip}; the router learned {bvip}/32 from {len(paths)} nodes in "
+                 f"{time.monotonic() - t0:.2f}s:")
+            for line in router.birdc("show", "route", f"{bvip}/32").splitlines()[1:]:
+                info(f"{DIM}{line.strip()}{RESET}")
+            info(f"router's kernel route: {router.kernel_route(f'{bvip}/32').strip()}")
+            answers = sorted({a for a in (_curl(client, bvip) for _ in range(6)) if a})
+            info(f"curl http://{bvip}/ (via the router, ECMP over the nodes)  ->  {answers}")
+
         step(f"Failover: SIGKILL the speaker of {owner_node}")
         victim = next(p for p in procs if owner_node in " ".join(map(str, p.args)) and "speaker" in str(p.args))
         # Stop answering for the VIP on the dead node too, as a dead node would.
@@ -227,6 +270,17 @@ def main() -> int:
         if server is not None:
             server.stop()
         info("namespaces, processes and the API server are gone")
+
+
+def _bgp_available() -> tuple[bool, str]:
+    missing = bird_available()
+    if missing:
+        return False, missing
+    try:
+        import exabgp  # noqa: F401
+    except ImportError:
+        return False, "exabgp is not installed (pip install exabgp)"
+    return True, ""
 
 
 def _speaker_available() -> bool:

@@ -11,7 +11,10 @@ subnets of our up interfaces; every speaker Lease in the cache is fed to the tra
 ``Heartbeater.check()``. While the API server is unreachable the caches keep their last state, the
 announcer keeps answering, and heartbeats keep deciding who is alive, so failover still works.
 
-BGP pools: ``plan`` puts their IPs in ``Plan.bgp``; ``bgp_hook`` is where a BGP announcer plugs in.
+BGP pools: after the layer2 step, ``BgpStep`` computes this node's peers (``bgp_state.peers_for_node``,
+passwords from the Secrets the config names) and routes (``bgp_state.node_routes``) from the same
+caches and hands them to the ``BgpAnnouncer``, which starts ExaBGP only once this node has a peer. A
+failing BGP step is logged and never stops the layer2 one.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lbspeaker import l2_state, metrics
+from lbspeaker import bgp_state, l2_state, metrics
+from lbspeaker.bgp.model import BgpPeer
+from lbspeaker.bgp_announcer import BgpAnnouncer
 from lbspeaker.config import Config
 from lbspeaker.config.cluster import config_sources, load_config
+from lbspeaker.config.models import selects
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer, object_key
-from lbspeaker.kube.rest import JSON, Rest, path_for
+from lbspeaker.kube.rest import JSON, ApiError, Rest, path_for
 from lbspeaker.l2 import Interface, L2Announcer
 from lbspeaker.membership import protocol
 from lbspeaker.membership.heartbeat import Heartbeater
@@ -43,7 +49,10 @@ log = logging.getLogger(__name__)
 MEMBERLIST_SECRET = "lbspeaker-memberlist"
 MEMBERLIST_KEY = "secretkey"
 
-BgpHook = Callable[[l2_state.Plan], None]
+SECRET_REFRESH_SECONDS = 30.0
+
+# Secret name -> the Secret, or None when it does not exist; raises (e.g. ApiError) when it cannot be read.
+SecretReader = Callable[[str], Mapping[str, Any] | None]
 
 
 def local_link(interfaces: Sequence[Interface], regex: str | None) -> l2_state.Link:
@@ -80,6 +89,134 @@ def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
     return key, "ok"
 
 
+def node_ipv4(node: Mapping[str, Any] | None) -> str | None:
+    """The node's first IPv4 InternalIP: the default BGP router id."""
+    for addr in ((node or {}).get("status") or {}).get("addresses") or []:
+        if isinstance(addr, Mapping) and addr.get("type") == "InternalIP":
+            text = str(addr.get("address") or "")
+            if "." in text and ":" not in text:
+                return text
+    return None
+
+
+def secret_values(name: str, secret: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """(Secret name, key) -> value of every key of ``secret`` usable as text (``data`` base64, ``stringData``).
+
+    A key whose value is not base64 of UTF-8 text is left out (and so reported missing by ``bgp_state``).
+    """
+    out: dict[tuple[str, str], str] = {}
+    for key, text in (secret.get("stringData") or {}).items():
+        out[(name, str(key))] = str(text)
+    for key, raw in (secret.get("data") or {}).items():
+        try:
+            out[(name, str(key))] = base64.b64decode(str(raw), validate=True).decode()
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+class BgpStep:
+    """The BGP part of a reconcile: caches -> peers and routes of this node -> ``BgpAnnouncer``.
+
+    Secrets named by ``password-secret`` of the peers selecting this node are read with ``read_secret``
+    (one GET each) and cached: read again when the configuration changes or ``refresh`` seconds have
+    passed (``due``). Peer problems (missing Secret or key, unusable value) are logged and recorded as a
+    Warning Event on the config ConfigMap once per change; passwords are never logged.
+    """
+
+    def __init__(self, node: str, announcer: BgpAnnouncer, read_secret: SecretReader, *,
+                 recorder: EventRecorder | None = None, lb_class: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, refresh: float = SECRET_REFRESH_SECONDS) -> None:
+        self.node = node
+        self.announcer = announcer
+        self.read_secret = read_secret
+        self.recorder = recorder
+        self.lb_class = lb_class
+        self.clock = clock
+        self.refresh = refresh
+        self._secrets: dict[str, Mapping[str, Any] | None] = {}  # name -> last read (None: not found)
+        self._read_for: tuple[Config | None, tuple[str, ...]] | None = None
+        self._read_at: float | None = None
+        self._problems: tuple[str, ...] = ()
+        self._error: str | None = None
+
+    def due(self) -> bool:
+        """Whether the cached Secrets are older than ``refresh`` (only when some are in use)."""
+        return bool(self._secrets) and self._read_at is not None and self.clock() - self._read_at >= self.refresh
+
+    def _secret_values(self, cfg: Config, labels: Mapping[str, str]) -> dict[tuple[str, str], str]:
+        names = tuple(sorted({p.password_secret.name for p in cfg.peers
+                              if p.password_secret is not None and selects(p.node_selectors, labels)}))
+        if (cfg, names) != self._read_for or self.due():
+            secrets: dict[str, Mapping[str, Any] | None] = {}
+            for name in names:
+                try:
+                    secrets[name] = self.read_secret(name)
+                except Exception as exc:  # unreachable API server and the like: keep what we had
+                    log.warning("reading Secret %s for a BGP peer password: %s", name, exc)
+                    if name not in self._secrets:
+                        raise
+                    secrets[name] = self._secrets[name]
+            self._secrets = secrets
+            self._read_for = (cfg, names)
+            self._read_at = self.clock()
+        values: dict[tuple[str, str], str] = {}
+        for name, secret in self._secrets.items():
+            if secret is not None:
+                values.update(secret_values(name, secret))
+        return values
+
+    def run(self, cfg: Config | None, node: Mapping[str, Any] | None, services: Sequence[JSON],
+            slices: Sequence[JSON], *, config_map: JSON | None = None,
+            service: Callable[[str], JSON | None] = lambda _key: None) -> None:
+        """One BGP reconcile; never raises (BGP trouble must not stop layer2)."""
+        try:
+            self._run(cfg, node, services, slices, config_map, service)
+            if self._error is not None:
+                log.info("BGP step working again")
+                self._error = None
+        except Exception as exc:
+            if str(exc) != self._error:
+                log.exception("BGP step failed; layer2 goes on, BGP is retried on the next change")
+                self._error = str(exc)
+
+    def _run(self, cfg: Config | None, node: Mapping[str, Any] | None, services: Sequence[JSON],
+             slices: Sequence[JSON], config_map: JSON | None, service: Callable[[str], JSON | None]) -> None:
+        labels: dict[str, str] = dict(((node or {}).get("metadata") or {}).get("labels") or {})
+        peers: list[BgpPeer] = []
+        problems: list[str] = []
+        if cfg is not None:
+            secrets = self._secret_values(cfg, labels)
+            peers, problems = bgp_state.peers_for_node(cfg, self.node, labels, secrets, node_ipv4(node))
+        self._report(problems, config_map)
+        # Liveness is trivially true for ourselves; an unknown or excluded Node announces nothing.
+        eligible = node is not None and l2_state.node_view(node).excluded is None
+        routes, per_service = bgp_state.node_routes(cfg, self.node, services, slices, eligible, self.lb_class,
+                                                    node_labels=labels)
+        for key, message in self.announcer.update(peers, routes, per_service):
+            svc = service(key)
+            if svc is not None and self.recorder is not None:
+                self.recorder.record(svc, "Normal", "nodeAssigned", message)
+        self.announcer.refresh_metrics()
+
+    def _report(self, problems: Sequence[str], config_map: JSON | None) -> None:
+        current = tuple(sorted(problems))
+        if current == self._problems:
+            return
+        for problem in current:
+            if problem in self._problems:
+                continue
+            log.error("BGP %s; that peer is left out", problem)
+            if self.recorder is not None and config_map is not None:
+                self.recorder.record(config_map, "Warning", "BGPPeerSkipped",
+                                     f"node {self.node}: {problem}; that peer is left out")
+        self._problems = current
+
+    def stop(self, graceful: bool) -> None:
+        with contextlib.suppress(Exception):
+            self.announcer.stop(graceful)
+
+
 class Speaker:
     """Everything a node's speaker runs, minus the process plumbing (see ``speaker_main``)."""
 
@@ -87,7 +224,8 @@ class Speaker:
                  lb_class: str | None = None, interfaces_regex: str | None = None,
                  heartbeat_bind: tuple[str, int] = ("", 7946), recorder: EventRecorder | None = None,
                  lease_duration: int = 10, lease_renew: float = 2.0, heartbeat_interval: float = 0.1,
-                 dead_after: float = 0.7, warmup: float = 1.0, bgp_hook: BgpHook | None = None) -> None:
+                 dead_after: float = 0.7, warmup: float = 1.0, bgp: BgpAnnouncer | None = None,
+                 secret_refresh: float = SECRET_REFRESH_SECONDS) -> None:
         self.rest = rest
         self.node = node
         self.namespace = namespace
@@ -97,8 +235,9 @@ class Speaker:
         self.heartbeat_bind = heartbeat_bind
         self.recorder = recorder
         self.heartbeat_interval = heartbeat_interval
-        self.bgp_hook = bgp_hook
         self.clock = time.monotonic
+        self.bgp = (BgpStep(node, bgp, self._read_secret, recorder=recorder, lb_class=lb_class, clock=self.clock,
+                            refresh=secret_refresh) if bgp is not None else None)
         self.tracker = Liveness(node, now=self.clock(), suspect_after=min(0.3, dead_after), dead_after=dead_after,
                                 warmup=warmup)
         self.heartbeater: Heartbeater | None = None
@@ -169,6 +308,11 @@ class Speaker:
             with contextlib.suppress(RuntimeError):  # never started
                 self.announcer.update({})
             self.announced = {}
+        if self.bgp is not None:
+            # Graceful: ExaBGP goes without withdrawing, and the routers keep our routes (stale, under
+            # graceful restart) until the restarted speaker announces them again, so a speaker restart
+            # or upgrade does not drop traffic. Otherwise the routes are withdrawn first.
+            self.bgp.stop(graceful)
         if self.heartbeater is not None:
             self.heartbeater.stop(leaving=graceful)
         self.lease.stop(delete=graceful)
@@ -198,6 +342,15 @@ class Speaker:
         if self.heartbeater is not None:
             out["heartbeat"] = self.heartbeater.stats()
         return out
+
+    def _read_secret(self, name: str) -> JSON | None:
+        """A Secret of our namespace named by a BGP peer's ``password-secret``; None if it does not exist."""
+        try:
+            return self.rest.get(path_for("v1", "secrets", self.namespace, name))
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
 
     # -- handlers: only queue work -----------------------------------------------------------------------
     def _kick(self, _old: JSON | None = None, _new: JSON | None = None) -> None:
@@ -322,7 +475,7 @@ class Speaker:
             if self.heartbeater is None:
                 # No heartbeats to say we are alive: we are, as far as this process can tell.
                 self.tracker.sent(now)
-            if not woke and self.tracker.alive(now) == self._last_alive:
+            if not woke and self.tracker.alive(now) == self._last_alive and not (self.bgp and self.bgp.due()):
                 continue
             self._dirty.clear()
             try:
@@ -385,8 +538,10 @@ class Speaker:
             self.announced = desired
             self.plan = new_plan
         self._record_assignments(new_plan, desired)
-        if self.bgp_hook is not None:
-            self.bgp_hook(new_plan)
+        if self.bgp is not None and not self._stop.is_set():
+            self.bgp.run(self.config, self.nodes.get(self.node), self.services.items(), self.slices.items(),
+                         config_map=self.configmaps.get(f"{self.namespace}/{self.config_name}"),
+                         service=self.services.get)
         self.reconciles += 1
         metrics.SPEAKER_ANNOUNCED.labels("layer2").set(len(desired))
         metrics.SPEAKER_LIVE_MEMBERS.set(len(alive))

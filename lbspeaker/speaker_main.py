@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 
+from lbspeaker.bgp_announcer import BgpAnnouncer, speaker_factory
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.rest import Rest
@@ -30,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="UDP listen address for heartbeats; peers reach us at our InternalIP and this port")
     p.add_argument("--lb-class", default=None,
                    help="handle only Services with this spec.loadBalancerClass (default: only Services without one)")
+    p.add_argument("--bgp-workdir", default=os.environ.get("LBSPEAKER_WORKDIR") or "/run/lbspeaker",
+                   help="directory for ExaBGP's config and sockets, created if missing "
+                        "(default: $LBSPEAKER_WORKDIR or /run/lbspeaker)")
     p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"))
 
 
@@ -59,11 +63,18 @@ def run(args: argparse.Namespace) -> int:
         except re.error as exc:
             log.error("--interfaces %r is not a valid regex: %s", args.interfaces, exc)
             return 2
+    bgp: BgpAnnouncer | None = None
+    try:
+        os.makedirs(args.bgp_workdir, exist_ok=True)
+        # No node-wide router id: each peer's comes from the config or the node's IPv4 InternalIP.
+        bgp = BgpAnnouncer(args.node_name, speaker_factory(args.node_name, None, args.bgp_workdir))
+    except OSError as exc:
+        log.error("--bgp-workdir %s: %s; BGP disabled, layer2 goes on", args.bgp_workdir, exc)
     rest = Rest(load_api_client(args.kubeconfig))
     recorder = EventRecorder(rest, "lbspeaker-speaker", args.node_name)
     speaker = Speaker(rest, args.node_name, namespace=args.namespace, config_name=args.config_name,
                       lb_class=args.lb_class, interfaces_regex=args.interfaces, heartbeat_bind=heartbeat_bind,
-                      recorder=recorder)
+                      recorder=recorder, bgp=bgp)
     from prometheus_client import REGISTRY
 
     REGISTRY.register(SpeakerCollector(speaker.stats))
@@ -88,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=start, name="start", daemon=True).start()
     log.info("speaker for node %s starting", args.node_name)
     stop.wait()
-    log.info("stopping: giving up our IPs, telling peers, deleting our Lease")
+    log.info("stopping: giving up our IPs, telling peers, deleting our Lease, leaving BGP routes to graceful restart")
+    # graceful=True also for BGP: ExaBGP stops without withdrawing, so the routers keep our routes
+    # (stale, under graceful restart) while the speaker restarts or is upgraded.
     speaker.stop(graceful=True)
     recorder.stop()
     server.stop()

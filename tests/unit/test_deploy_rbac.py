@@ -69,6 +69,8 @@ REQUIRED: dict[str, set[Need]] = {
         # Watched with fieldSelector metadata.name=lbspeaker-memberlist, which RBAC can restrict by name.
         Need("", "secrets", "list", OWN, "lbspeaker-memberlist"),
         Need("", "secrets", "watch", OWN, "lbspeaker-memberlist"),
+        # BGP peer passwords (lbspeaker/speaker.py Speaker._read_secret): names come from the config.
+        Need("", "secrets", "get", OWN),
         Need("", "events", "create", CLUSTER),
         Need("", "events", "patch", CLUSTER),
     },
