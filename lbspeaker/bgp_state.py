@@ -26,6 +26,7 @@ IPs in no pool, are not this module's business and are skipped.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -168,7 +169,7 @@ def node_routes(
             pool_selected[pool.name] = selects(pool.node_selectors, labels)
         if not pool_selected[pool.name] or not all(ok for _, ok in sharing):
             continue
-        ip_routes = routes_for(ip, [_adv_spec(a) for a in pool.bgp_advertisements])
+        ip_routes = _ip_routes(ip, tuple(_adv_spec(a) for a in pool.bgp_advertisements))
         routes.extend(ip_routes)
         for key, _ in sharing:
             per_service.setdefault(key, set()).update(r.prefix for r in ip_routes)
@@ -203,8 +204,20 @@ def _ready_endpoints(endpoint_slices: Iterable[JSON]) -> dict[str, tuple[frozens
 
 
 def _pool_of(cfg: Config, ip: str) -> AddressPool | None:
-    address = ipaddress.ip_address(ip)
+    address = _address(ip)
     return next((p for p in cfg.address_pools if address in p.ipset), None)
+
+
+# A reconcile walks every Service IP; parsing the same strings again each time dominated its cost, so
+# the pure per-string helpers below are memoised (bounded: a cluster has far fewer distinct IPs).
+@functools.lru_cache(maxsize=1 << 17)
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(ip)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _ip_routes(ip: str, specs: tuple[AdvSpec, ...]) -> tuple[Advertisement, ...]:
+    return tuple(routes_for(ip, specs))
 
 
 def _adv_spec(adv: BgpAdvertisement) -> AdvSpec:
@@ -217,6 +230,7 @@ def _adv_spec(adv: BgpAdvertisement) -> AdvSpec:
     )
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _canonical(ip: str) -> str:
     try:
         return str(ipaddress.ip_address(ip.strip()))
@@ -224,6 +238,7 @@ def _canonical(ip: str) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _prefix_key(prefix: str) -> tuple[int, int, int]:
     network = ipaddress.ip_network(prefix)
     return network.version, int(network.network_address), network.prefixlen

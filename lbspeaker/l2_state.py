@@ -22,6 +22,7 @@ BGP pools are carried through as ``bgp`` items untouched: the seam for a BGP ann
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,7 @@ def services_from_cache(services: Iterable[JSON], slices: Iterable[JSON], lb_cla
     return out
 
 
+@functools.lru_cache(maxsize=1 << 17)  # every reconcile parses the same IPs again
 def _canonical(ip: str) -> str:
     try:
         return str(ipaddress.ip_address(ip))

@@ -9,7 +9,9 @@ measured) and stops when BIRD's RIB holds the prefix, polled over its control so
 1. 100 Services one at a time (IPv4 /32): p50, p99 of status-to-RIB. Target p50 <= 0.5 s.
 2. The same 100 deleted one at a time: p50, p99 of delete-to-withdrawn. Target p99 <= 1 s.
 3. 5,000 Services (IPv6 /128, the documentation ranges hold too few IPv4 addresses), all statuses
-   written as fast as the API server takes them: time until BIRD holds all 5,000. Target <= 10 s.
+   written as fast as the API server takes them: time until BIRD holds all 5,000, from the first and
+   from the last status write. Target <= 10 s. (The Python API test server, also streaming every write
+   to both speakers, accepts about 550 writes/s here: most of the first-write figure is its time.)
 
 Every loop is bounded in count and time; the lab is deleted on the way out, also on failure.
 Usage: sudo python3 hack/bench/bgp_speaker.py [--bulk 5000]
@@ -109,8 +111,16 @@ def main() -> int:
         # 3: bulk. Services and endpoints first (not timed), then every status at once.
         n = args.bulk
         v6 = [str(ipaddress.IPv6Address("2001:db8:ff::1") + i) for i in range(n)]
+        def create(i: int) -> None:
+            # No node ports: a cluster has only 2,768 of them, fewer than the Services made here.
+            lab.rest.request("POST", path_for("v1", "services", SVC_NS), body={
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"b{i}"},
+                "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": "b"},
+                         "ports": [{"name": "p80", "protocol": "TCP", "port": 80}]}})
+            lab.set_endpoints(f"b{i}", ("node1",))
+
         with ThreadPoolExecutor(4) as ex:
-            list(ex.map(lambda i: lab.service(f"b{i}", endpoints=("node1",)), range(n)))
+            list(ex.map(create, range(n)))
         base = ctl.route_count()
         t0 = time.perf_counter()
 
@@ -127,9 +137,12 @@ def main() -> int:
             time.sleep(0.05)
         total = time.perf_counter() - t0
         got = ctl.route_count() - base
-        print(f"{n} Services: statuses written in {written:.1f}s; router holds {got} of {n} routes after "
-              f"{total:.1f}s (target <= 10 s)")
+        print(f"{n} Services: the API test server took {written:.1f}s to accept the {n} status writes; the router "
+              f"held {got} of {n} routes {total:.1f}s after the first write, {total - written:.1f}s after the last "
+              f"(target <= 10 s)")
         ok = pct(adds, .5) <= 0.5 and pct(dels, .99) <= 1.0 and got >= n and total <= 10
+        if not ok and got >= n and total - written <= 10:
+            print("note: only the API test server's write rate keeps the first-write figure above 10 s")
         print("RESULT:", "all targets met" if ok else "target(s) missed")
         ctl.close()
         return 0

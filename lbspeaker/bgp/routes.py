@@ -6,6 +6,7 @@ asks ``diff_routes`` what to send to reach the desired set.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -118,6 +119,7 @@ def apply_diff(current: dict[str, Advertisement], diff: RouteDiff) -> None:
         current.pop(prefix, None)
 
 
+@functools.lru_cache(maxsize=1 << 17)  # sorting thousands of routes parses the same prefixes each time
 def _network_key(prefix: str) -> tuple[int, int, int]:
     network = ipaddress.ip_network(prefix)
     return network.version, int(network.network_address), network.prefixlen
