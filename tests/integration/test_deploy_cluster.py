@@ -8,6 +8,7 @@ against the code in tests/unit/test_deploy_rbac.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -82,7 +83,5 @@ address-pools:
             assert cluster.wait_event(namespace, "rbac", "IPAllocated", timeout=30)
     finally:
         for resource, ns, name in reversed(made):
-            try:
+            with contextlib.suppress(ApiError):
                 rest.request("DELETE", path_for("rbac.authorization.k8s.io/v1", resource, ns, name))
-            except ApiError:
-                pass
