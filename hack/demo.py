@@ -2,8 +2,10 @@
 """`make demo`: a whole lbspeaker cluster lab on this machine, shown step by step.
 
 What it builds (and tears down at the end, also on Ctrl-C or an error):
-- the API test server (or the cluster named by $KUBECONFIG for the API part — the lab's nodes are
-  always network namespaces here);
+- the API test server, or the cluster named by $KUBECONFIG (then everything goes into namespace
+  lbspeaker-demo under loadBalancerClass lbspeaker.io/demo, with Node objects lbspeaker-demo-node-N,
+  and all of it is deleted at the end; the lab's nodes are network namespaces here either way, and
+  reach the cluster's API server through a relay on their loopback);
 - three "nodes", each a network namespace on a private switch, running a real `lbspeaker speaker`;
   each node also runs a tiny HTTP server answering "hello from node-N" for the Service IPs, standing in
   for kube-proxy (the VIP sits on the node's loopback with strict ARP, as kube-proxy's IPVS mode does,
@@ -30,20 +32,36 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lbspeaker.kube.rest import ApiError, path_for  # noqa: E402
+from lbspeaker.kube.rest import ApiError, Rest, path_for  # noqa: E402
 from lbspeaker.testing.apiserver import APIServer  # noqa: E402
 from lbspeaker.testing.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config  # noqa: E402
 from lbspeaker.testing.netns import Host, Lab  # noqa: E402
 from tests.integration.kubeutil import rest_for  # noqa: E402
 
-NS = "lbspeaker-system"
-NODES = {"node-1": "192.0.2.11", "node-2": "192.0.2.12", "node-3": "192.0.2.13"}
+NODE_IPS = ("192.0.2.11", "192.0.2.12", "192.0.2.13")
+RELAY_PORT = 16443  # where node namespaces reach a real cluster's API server
+
+
+@dataclass
+class Setup:
+    """Where the demo puts things: the defaults on the API test server, a corner of its own on a real cluster."""
+
+    ns: str = "lbspeaker-system"
+    app_ns: str = "default"
+    lb_class: str | None = None
+    node_prefix: str = ""
+    real: bool = False
+
+    def args(self) -> list[str]:
+        return ["--namespace", self.ns, *(["--lb-class", self.lb_class] if self.lb_class else [])]
 CLIENT_IP = "192.0.2.100"
 ROUTER_IP = "192.0.2.1"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -108,27 +126,44 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     server: APIServer | None = None
     lab: Lab | None = None
+    rest: Rest | None = None
+    created: list[tuple[str, str | None, str]] = []  # deleted at the end on a real cluster
     try:
         step("API server")
-        if os.environ.get("KUBECONFIG"):
-            sys.exit("demo: the lab's speakers run in namespaces that reach only the local API test server; "
-                     "unset KUBECONFIG (the kind/k3s path is hack/kind-e2e.sh)")
-        server = APIServer(host="127.0.0.1", port=0)
-        server.start()
-        kubeconfig = str(tmp / "kubeconfig")
-        server.write_kubeconfig(kubeconfig)
-        info(f"lbspeaker.testing API server at {server.url}; kubeconfig {kubeconfig}")
+        real = os.environ.get("KUBECONFIG")
+        if real:
+            # A real cluster: everything goes into a namespace of its own, under a loadBalancerClass of its
+            # own, with Node objects named lbspeaker-demo-node-N; all of it is deleted at the end.
+            kubeconfig = real.split(os.pathsep)[0]
+            setup = Setup(ns="lbspeaker-demo", app_ns="lbspeaker-demo", lb_class="lbspeaker.io/demo",
+                          node_prefix="lbspeaker-demo-", real=True)
+            info(f"the cluster of KUBECONFIG={kubeconfig}; demo objects go to namespace {setup.ns} "
+                 f"and class {setup.lb_class}")
+            relay_target, node_kubeconfig = _relay_kubeconfig(kubeconfig, tmp / "node-kubeconfig")
+        else:
+            server = APIServer(host="127.0.0.1", port=0)
+            server.start()
+            kubeconfig = str(tmp / "kubeconfig")
+            server.write_kubeconfig(kubeconfig)
+            setup = Setup()
+            relay_target, node_kubeconfig = ("127.0.0.1", server.port), kubeconfig
+            info(f"lbspeaker.testing API server at {server.url}; kubeconfig {kubeconfig}")
         rest = rest_for(kubeconfig)
-        apply(rest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        created.append(("namespaces", None, setup.ns))
+        apply(rest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": setup.ns}})
+        if setup.app_ns != "default":
+            apply(rest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": setup.app_ns}})
         apply(rest, {"apiVersion": "v1", "kind": "Secret",
-                     "metadata": {"name": "lbspeaker-memberlist", "namespace": NS}, "type": "Opaque",
+                     "metadata": {"name": "lbspeaker-memberlist", "namespace": setup.ns}, "type": "Opaque",
                      "data": {"secretkey": base64.b64encode(os.urandom(32)).decode()}})
+        nodes = {f"{setup.node_prefix}node-{i}": ip for i, ip in enumerate(NODE_IPS, start=1)}
 
         step("Nodes: three network namespaces on one switch, and a client")
         lab = Lab("demo")
         hosts: dict[str, Host] = {}
-        for i, (node, ip) in enumerate(NODES.items(), start=1):
+        for i, (node, ip) in enumerate(nodes.items(), start=1):
             hosts[node] = lab.add_host(f"n{i}", f"{ip}/24", f"2001:db8::{10 + i}/64")
+            created.append(("nodes", None, node))
             apply(rest, {"apiVersion": "v1", "kind": "Node",
                          "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
                          "status": {"addresses": [{"type": "InternalIP", "address": ip}],
@@ -147,7 +182,7 @@ def main() -> int:
             rt.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"])
             router = BirdRouter(lab, rt, tmp / "bird", render_bird_config(
                 ROUTER_IP, 64501, [BirdNeighbor(name=node.replace("-", "_"), address=ip, asn=64500,
-                                                local_address=ROUTER_IP) for node, ip in NODES.items()]))
+                                                local_address=ROUTER_IP) for node, ip in nodes.items()]))
             client.run(["ip", "route", "add", "203.0.113.0/24", "via", ROUTER_IP])
             info(f"router: BIRD 2 at {ROUTER_IP} (AS 64501) in namespace {rt.name}, peering with the three nodes")
 
@@ -156,6 +191,7 @@ def main() -> int:
 
         for example in sorted((ROOT / "deploy" / "examples").glob("*.yaml")):
             obj = yaml.safe_load(example.read_text())
+            obj["metadata"]["namespace"] = setup.ns
             if example.name.startswith("bgp") and not bgp_ok:
                 info(f"{example.name}: skipped ({bgp_why})")
                 continue
@@ -163,16 +199,16 @@ def main() -> int:
             info(f"applied {example.name}")
         ctl_log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - lives as long as the process
         procs.append(subprocess.Popen([sys.executable, "-m", "controller", "--kubeconfig", kubeconfig,
-                                       "--metrics-addr", "127.0.0.1:0"], stdout=ctl_log, stderr=subprocess.STDOUT))
+                                       "--metrics-addr", "127.0.0.1:0", *setup.args()],
+                                      stdout=ctl_log, stderr=subprocess.STDOUT))
         info(f"controller running (log {tmp / 'controller.log'})")
 
         step("Speakers, one per node")
         speaker_ok = _speaker_available()
         if not speaker_ok:
             info("the speaker program is not built yet: showing IP assignment only")
-        port = int(server.url.rsplit(":", 1)[1])
         for node, host in hosts.items():
-            lab.forward_loopback(host, ("127.0.0.1", port))
+            lab.forward_loopback(host, relay_target, port=RELAY_PORT if setup.real else None)
             # Strict ARP, as kube-proxy's IPVS mode needs: the node's kernel must not answer ARP for the
             # VIP it holds on loopback; only the elected speaker does.
             host.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])
@@ -180,26 +216,30 @@ def main() -> int:
                 log = open(tmp / f"speaker-{node}.log", "wb")  # noqa: SIM115
                 workdir = tmp / f"bgp-{node}"
                 procs.append(lab.popen(host, [sys.executable, "-m", "lbspeaker.cli", "speaker", "--node-name", node,
-                                              "--kubeconfig", kubeconfig, "--metrics-addr", "127.0.0.1:7472",
+                                              "--kubeconfig", node_kubeconfig, "--metrics-addr", "127.0.0.1:7472",
+                                              *setup.args(),
                                               *(["--bgp-workdir", str(workdir)] if bgp_ok else [])],
                                        stdout=log, stderr=subprocess.STDOUT))
                 info(f"{node}: speaker started (log {tmp / f'speaker-{node}.log'})")
 
         step("A LoadBalancer Service")
-        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello", "namespace": "default"},
-               "spec": {"type": "LoadBalancer", "selector": {"app": "hello"},
-                        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}
+        svc: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello", "namespace": setup.app_ns},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "hello"},
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}
+        if setup.lb_class:
+            svc["spec"]["loadBalancerClass"] = setup.lb_class
         apply(rest, svc)
         apply(rest, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                     "metadata": {"name": "hello-1", "namespace": "default",
+                     "metadata": {"name": "hello-1", "namespace": setup.app_ns,
                                   "labels": {"kubernetes.io/service-name": "hello"}},
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
                      "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": True}}
-                                   for node, ip in NODES.items()]})
+                                   for node, ip in nodes.items()]})
         t0 = time.monotonic()
-        vip = wait(lambda: _ips(rest, "default", "hello"), 30, "an EXTERNAL-IP")[0]
+        vip = wait(lambda: _ips(rest, setup.app_ns, "hello"), 30, "an EXTERNAL-IP")[0]
         info(f"EXTERNAL-IP {vip} assigned in {time.monotonic() - t0:.2f}s")
-        _show_services(kubeconfig)
+        _show_services(kubeconfig, setup)
         for node, host in hosts.items():
             host.run(["ip", "addr", "add", f"{vip}/32", "dev", "lo"])
             procs.append(lab.popen(host, [sys.executable, "-c", HTTP_SERVER, node],
@@ -224,16 +264,16 @@ def main() -> int:
             t0 = time.monotonic()
             apply(rest, bsvc)
             slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                      "metadata": {"name": "hello-bgp-1", "namespace": "default",
+                      "metadata": {"name": "hello-bgp-1", "namespace": setup.app_ns,
                                    "labels": {"kubernetes.io/service-name": "hello-bgp"}},
                       "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
                       "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": True}}
-                                    for node, ip in NODES.items()]}
+                                    for node, ip in nodes.items()]}
             apply(rest, slice_)
-            bvip = wait(lambda: _ips(rest, "default", "hello-bgp"), 30, "an EXTERNAL-IP from the bgp pool")[0]
+            bvip = wait(lambda: _ips(rest, setup.app_ns, "hello-bgp"), 30, "an EXTERNAL-IP from the bgp pool")[0]
             for host in hosts.values():
                 host.run(["ip", "addr", "add", f"{bvip}/32", "dev", "lo"])
-            paths = wait(lambda: (lambda r: r if len(r) == len(NODES) else None)(
+            paths = wait(lambda: (lambda r: r if len(r) == len(nodes) else None)(
                 router.routes(f"{bvip}/32").get(f"{bvip}/32", [])), 60, "the route on the router from every node")
             info(f"EXTERNAL-IP {bvip}; the router learned {bvip}/32 from {len(paths)} nodes "
                  f"{time.monotonic() - t0:.2f}s after the Service was created:")
@@ -254,7 +294,7 @@ def main() -> int:
         gap = time.monotonic() - t0
         info(f"curl http://{vip}/  ->  {new!r}  after {gap:.2f}s without an answer")
         info(f"client's neighbour entry: {_neigh(client, vip)} (moved by the gratuitous ARP)")
-        _show_services(kubeconfig)
+        _show_services(kubeconfig, setup)
         step(f"Done in {time.monotonic() - started:.0f}s")
         return 0
     finally:
@@ -271,7 +311,33 @@ def main() -> int:
             lab.close()
         if server is not None:
             server.stop()
+        elif rest is not None:
+            for resource, ns, name in reversed(created):
+                with contextlib.suppress(ApiError):
+                    rest.request("DELETE", path_for("v1", resource, ns, name))
         info("namespaces, processes and the API server are gone")
+
+
+def _relay_kubeconfig(kubeconfig: str, out: Path) -> tuple[tuple[str, int], str]:
+    """A copy of ``kubeconfig`` for processes in node namespaces, whose API server address is the relay on
+    their loopback; TLS still checks the real server's name. Returns (real server host and port, path)."""
+    import yaml
+
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    context = next(c for c in doc["contexts"] if c["name"] == doc["current-context"])["context"]
+    cluster = next(c for c in doc["clusters"] if c["name"] == context["cluster"])["cluster"]
+    url = urllib.parse.urlsplit(cluster["server"])
+    host = url.hostname or "127.0.0.1"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    cluster["server"] = f"{url.scheme}://127.0.0.1:{RELAY_PORT}{url.path}"
+    if url.scheme == "https":
+        cluster.setdefault("tls-server-name", host)
+    for entry in doc["clusters"]:
+        if entry["name"] == context["cluster"]:
+            entry["cluster"] = cluster
+    out.write_text(yaml.safe_dump(doc))
+    out.chmod(0o600)
+    return (host, port), str(out)
 
 
 def _bgp_available() -> tuple[bool, str]:
@@ -298,14 +364,15 @@ def _ips(rest: Any, ns: str, name: str) -> list[str]:
     return [i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
 
 
-def _show_services(kubeconfig: str) -> None:
+def _show_services(kubeconfig: str, setup: Setup) -> None:
     if shutil.which("kubectl"):
         out = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "get", "svc", "-A"], capture_output=True,
                              text=True, check=False).stdout
         info(f"{DIM}$ kubectl get svc -A{RESET}")
         for line in out.splitlines():
             info(line)
-    out = subprocess.run([sys.executable, "-m", "lbspeaker.cli", "status", "--kubeconfig", kubeconfig],
+    out = subprocess.run([sys.executable, "-m", "lbspeaker.cli", "status", "--kubeconfig", kubeconfig,
+                          "--namespace", setup.ns, *(["--lb-class", setup.lb_class] if setup.lb_class else [])],
                          capture_output=True, text=True, check=False).stdout
     info(f"{DIM}$ lbspeaker status{RESET}")
     for line in out.splitlines():
