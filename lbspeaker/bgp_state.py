@@ -31,13 +31,11 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from controller.service import is_load_balancer, status_ips
 from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer
 from lbspeaker.bgp.routes import merge_routes, routes_for
 from lbspeaker.config import Config
 from lbspeaker.config.models import AddressPool, BgpAdvertisement, Peer, selects
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+from lbspeaker.l2_state import services_from_cache
 
 JSON = Mapping[str, Any]
 SecretValues = Mapping[tuple[str, str], str]
@@ -143,20 +141,13 @@ def node_routes(
     if cfg is None or not node_eligible:
         return [], {}
     labels: Mapping[str, str] = node_labels or {}
-    ready = _ready_endpoints(endpoint_slices)
 
     # IP -> [(service key, may be announced from here)]: sharing Services decide together.
     by_ip: dict[str, list[tuple[str, bool]]] = {}
-    for svc in services:
-        if not is_load_balancer(svc, lb_class):
-            continue
-        meta = svc.get("metadata") or {}
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
-        local = (svc.get("spec") or {}).get("externalTrafficPolicy") == "Local"
-        nodes, any_ready = ready.get(key, (frozenset(), False))
-        ok = node_name in nodes if local else any_ready
-        for ip in {_canonical(text) for text in status_ips(svc)} - {""}:
-            by_ip.setdefault(ip, []).append((key, ok))
+    for view in services_from_cache(services, endpoint_slices, lb_class):
+        ok = node_name in view.ready_nodes if view.local else view.any_ready
+        for ip in set(view.ips):
+            by_ip.setdefault(ip, []).append((view.key, ok))
 
     routes: list[Advertisement] = []
     per_service: dict[str, set[str]] = {}
@@ -176,31 +167,6 @@ def node_routes(
 
     merged = sorted(merge_routes(routes).values(), key=lambda r: _prefix_key(r.prefix))
     return merged, {key: sorted(prefixes, key=_prefix_key) for key, prefixes in sorted(per_service.items())}
-
-
-def _ready_endpoints(endpoint_slices: Iterable[JSON]) -> dict[str, tuple[frozenset[str], bool]]:
-    """Per Service key: the nodes running a ready endpoint, and whether any ready endpoint exists.
-
-    An endpoint counts as ready unless ``conditions.ready`` is false (unknown means ready, as the
-    EndpointSlice API defines). A ready endpoint without ``nodeName`` counts for Cluster only.
-    """
-    nodes: dict[str, set[str]] = {}
-    any_ready: dict[str, bool] = {}
-    for es in endpoint_slices:
-        meta = es.get("metadata") or {}
-        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if not service:
-            continue
-        key = f"{meta.get('namespace') or 'default'}/{service}"
-        nodes.setdefault(key, set())
-        any_ready.setdefault(key, False)
-        for ep in es.get("endpoints") or ():
-            if not isinstance(ep, Mapping) or (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            any_ready[key] = True
-            if ep.get("nodeName"):
-                nodes[key].add(str(ep["nodeName"]))
-    return {key: (frozenset(nodes[key]), any_ready[key]) for key in nodes}
 
 
 def _pool_of(cfg: Config, ip: str) -> AddressPool | None:
@@ -228,14 +194,6 @@ def _adv_spec(adv: BgpAdvertisement) -> AdvSpec:
         communities=tuple(adv.communities),
         large_communities=tuple(adv.large_communities),
     )
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _canonical(ip: str) -> str:
-    try:
-        return str(ipaddress.ip_address(ip.strip()))
-    except ValueError:
-        return ""
 
 
 @functools.lru_cache(maxsize=1 << 17)
