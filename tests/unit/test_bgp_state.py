@@ -48,7 +48,7 @@ peers:
 - peer-address: 192.0.2.2
   peer-asn: 64500
   my-asn: 64500
-  router-id: 10.9.9.9
+  router-id: 192.0.2.99
   node-selectors:
   - match-labels: {rack: r1}
 - peer-address: 192.0.2.3
@@ -87,7 +87,7 @@ def eps(service: str, *endpoints: tuple[str | None, bool | None], ns: str = "def
     """An EndpointSlice; each endpoint is (nodeName, ready) with None meaning the field is absent."""
     items = []
     for node, ready in endpoints:
-        ep: dict[str, Any] = {"addresses": ["10.0.0.1"]}
+        ep: dict[str, Any] = {"addresses": ["10.244.0.1"]}
         if node is not None:
             ep["nodeName"] = node
         if ready is not None:
@@ -113,15 +113,15 @@ def by_address(peers: list[BgpPeer]) -> dict[str, BgpPeer]:
 
 def test_peer_node_selectors_pick_the_peers_of_this_node(cfg: Config) -> None:
     secrets = {("bgp-auth", "pw"): SECRET_PASSWORD}
-    rack1, problems = peers_for_node(cfg, "n1", {"rack": "r1"}, secrets, "10.0.0.11")
+    rack1, problems = peers_for_node(cfg, "n1", {"rack": "r1"}, secrets, "192.0.2.11")
     assert problems == []
     assert sorted(by_address(rack1)) == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
-    other, _ = peers_for_node(cfg, "n2", {"rack": "r2"}, secrets, "10.0.0.12")
+    other, _ = peers_for_node(cfg, "n2", {"rack": "r2"}, secrets, "192.0.2.12")
     assert sorted(by_address(other)) == ["192.0.2.1", "192.0.2.3", "2001:db8::1"]
 
 
 def test_peer_fields_are_carried_over(cfg: Config) -> None:
-    peers, _ = peers_for_node(cfg, "n1", {"rack": "r1"}, {("bgp-auth", "pw"): SECRET_PASSWORD}, "10.0.0.11")
+    peers, _ = peers_for_node(cfg, "n1", {"rack": "r1"}, {("bgp-auth", "pw"): SECRET_PASSWORD}, "192.0.2.11")
     first = by_address(peers)["192.0.2.1"]
     assert (first.peer_asn, first.my_asn, first.peer_port) == (64501, 64500, 179)
     assert first.hold_time == 30.0
@@ -132,16 +132,16 @@ def test_peer_fields_are_carried_over(cfg: Config) -> None:
 
 
 def test_router_id_defaults_to_the_node_ipv4_unless_the_peer_sets_one(cfg: Config) -> None:
-    peers = by_address(peers_for_node(cfg, "n1", {"rack": "r1"}, {}, "10.0.0.11")[0])
-    assert peers["192.0.2.1"].router_id == "10.0.0.11"
-    assert peers["192.0.2.2"].router_id == "10.9.9.9"
+    peers = by_address(peers_for_node(cfg, "n1", {"rack": "r1"}, {}, "192.0.2.11")[0])
+    assert peers["192.0.2.1"].router_id == "192.0.2.11"
+    assert peers["192.0.2.2"].router_id == "192.0.2.99"
 
 
 @pytest.mark.parametrize("node_ip", [None, "", "2001:db8::11", "not-an-ip"])
 def test_router_id_is_left_to_the_bgp_layer_without_a_node_ipv4(cfg: Config, node_ip: str | None) -> None:
     peers = by_address(peers_for_node(cfg, "n1", {"rack": "r1"}, {}, node_ip)[0])
     assert peers["192.0.2.1"].router_id is None
-    assert peers["192.0.2.2"].router_id == "10.9.9.9"
+    assert peers["192.0.2.2"].router_id == "192.0.2.99"
 
 
 def test_password_from_secret_and_inline(cfg: Config) -> None:
@@ -184,7 +184,7 @@ def test_unusable_secret_values_are_reported_without_the_value(cfg: Config, valu
 def test_password_never_in_repr_str_or_logs(cfg: Config, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secrets = {("bgp-auth", "pw"): SECRET_PASSWORD}
-    result = peers_for_node(cfg, "n2", {}, secrets, "10.0.0.12")
+    result = peers_for_node(cfg, "n2", {}, secrets, "192.0.2.12")
     peers = by_address(result[0])
     assert peers["192.0.2.3"].password == SECRET_PASSWORD  # it is there, just never shown
     for text in (repr(result), str(result), repr(peers["192.0.2.3"]), str(peers["192.0.2.3"]), caplog.text):
@@ -281,7 +281,7 @@ def test_no_advertisement_gives_host_routes_per_family(cfg: Config) -> None:
 def test_localpref_stays_in_routes_and_the_bgp_layer_drops_it_for_ebgp(cfg: Config) -> None:
     routes, _ = node_routes(cfg, "n1", [svc("a", "198.51.100.3")], [eps("a", ("n1", True))], True, None)
     assert {r.prefix: r.localpref for r in routes} == {"198.51.100.0/24": 150, "198.51.100.3/32": None}
-    peers = by_address(peers_for_node(cfg, "n1", {"rack": "r1"}, {("bgp-auth", "pw"): "pw"}, "10.0.0.11")[0])
+    peers = by_address(peers_for_node(cfg, "n1", {"rack": "r1"}, {("bgp-auth", "pw"): "pw"}, "192.0.2.11")[0])
     ibgp, ebgp = peers["192.0.2.2"], peers["192.0.2.1"]
     assert ibgp.ibgp and not ebgp.ibgp
     merged = merge_routes(routes)

@@ -15,9 +15,9 @@ BAD = """\
 address-pools:
 - name: a
   protocol: layer3
-  addresses: [10.0.0.0/33]
+  addresses: [203.0.113.0/33]
 peers:
-- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, hold-time: 1s}
+- {peer-address: 203.0.113.1, peer-asn: 1, my-asn: 2, hold-time: 1s}
 """
 
 
@@ -42,7 +42,7 @@ def test_invalid_file_prints_every_error_on_stderr_and_returns_1(
     assert err.splitlines() == [
         f"{path}: peers[0].hold-time: invalid hold-time '1s': must be 0 or at least 3s",
         f"{path}: address-pools[0].protocol: expected 'layer2' or 'bgp', got 'layer3'",
-        f"{path}: address-pools[0].addresses[0]: invalid CIDR '10.0.0.0/33': '10.0.0.0/33' does not appear to be "
+        f"{path}: address-pools[0].addresses[0]: invalid CIDR '203.0.113.0/33': '203.0.113.0/33' does not appear to be "
         "an IPv4 or IPv6 network",
     ]
 

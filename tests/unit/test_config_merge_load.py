@@ -33,11 +33,11 @@ def _pool(name: str, addresses: str, protocol: str = "layer2") -> str:
 
 
 def test_parse_configmap_labels_errors_with_namespace_and_name() -> None:
-    cm = _configmap("address-pools:\n" + _pool("a", "10.0.0.0/33"))
+    cm = _configmap("address-pools:\n" + _pool("a", "198.51.100.0/33"))
     with pytest.raises(ConfigError) as info:
         parse_configmap(cm)
     (error,) = info.value.errors
-    assert error.startswith("lbspeaker-system/config: address-pools[0].addresses[0]: invalid CIDR '10.0.0.0/33'")
+    assert error.startswith("lbspeaker-system/config: address-pools[0].addresses[0]: invalid CIDR '198.51.100.0/33'")
 
 
 @pytest.mark.parametrize(
@@ -76,17 +76,17 @@ def _cfg(text: str) -> Config:
 def test_merge_concatenates_in_the_given_order() -> None:
     main = _cfg(
         "bgp-communities: {na: '65535:65282'}\naddress-pools:\n" + _pool("a", "192.0.2.0/25") + "peers:\n"
-        "- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2}\n"
+        "- {peer-address: 192.0.2.251, peer-asn: 1, my-asn: 2}\n"
     )
     extra = _cfg(
         "bgp-communities: {na: '65535:65282', metro: '1:2'}\naddress-pools:\n"
         + _pool("b", "192.0.2.128/25")
         + "peers:\n"
-        "- {peer-address: 10.0.0.2, peer-asn: 1, my-asn: 2}\n"
+        "- {peer-address: 192.0.2.252, peer-asn: 1, my-asn: 2}\n"
     )
     merged = merge_configs([("ns/config", main), ("ns/extra", extra)])
     assert [p.name for p in merged.address_pools] == ["a", "b"]
-    assert [p.peer_address for p in merged.peers] == ["10.0.0.1", "10.0.0.2"]
+    assert [p.peer_address for p in merged.peers] == ["192.0.2.251", "192.0.2.252"]
     assert merged.bgp_communities == {"na": "65535:65282", "metro": "1:2"}
     assert merge_configs([("only", main)]) is main
     assert merge_configs([]) == Config()
@@ -96,13 +96,13 @@ def test_merge_conflicts_name_both_sources() -> None:
     main = _cfg(
         "bgp-communities: {na: '65535:65282'}\n"
         "bfd-profiles: [{name: fast, detect-multiplier: 3}]\n"
-        "peers:\n- {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2}\n"
+        "peers:\n- {peer-address: 192.0.2.251, peer-asn: 1, my-asn: 2}\n"
         "address-pools:\n" + _pool("a", "192.0.2.0/24") + _pool("c", "203.0.113.0/24")
     )
     extra = _cfg(
         "bgp-communities: {na: '65535:65281'}\n"
         "bfd-profiles: [{name: fast, detect-multiplier: 5}]\n"
-        "peers:\n- {peer-address: 10.0.0.1, peer-asn: 7, my-asn: 2}\n"
+        "peers:\n- {peer-address: 192.0.2.251, peer-asn: 7, my-asn: 2}\n"
         "address-pools:\n" + _pool("a", "198.51.100.0/24") + _pool("b", "203.0.113.200-203.0.113.210")
     )
     with pytest.raises(ConfigError) as info:
@@ -115,7 +115,7 @@ def test_merge_conflicts_name_both_sources() -> None:
             "ns/config",
             "ns/extra: address-pools[1].addresses[0]: '203.0.113.200-203.0.113.210' of pool 'b' overlaps "
             "'203.0.113.0/24' of pool 'c' (address-pools[1].addresses[0] in ns/config); both contain 203.0.113.200",
-            "ns/extra: peers[0]: duplicate of peers[0] in ns/config: same peer-address 10.0.0.1, peer-port 179, "
+            "ns/extra: peers[0]: duplicate of peers[0] in ns/config: same peer-address 192.0.2.251, peer-port 179, "
             "source-address and node-selectors",
             "ns/extra: bfd-profiles[0].name: duplicate bfd profile name 'fast', already defined at bfd-profiles[0] "
             "in ns/config",
@@ -181,9 +181,9 @@ def test_full_metallb_v012_manifest_loads_unchanged() -> None:
         assert parse_configmap(yaml.safe_load(f)) == cfg
 
     first, second = cfg.peers
-    assert (first.peer_address, first.peer_asn, first.my_asn, first.peer_port) == ("10.0.0.1", 64501, 64500, 1179)
+    assert (first.peer_address, first.peer_asn, first.my_asn, first.peer_port) == ("192.0.2.251", 64501, 64500, 1179)
     assert (first.hold_time, first.keepalive_time) == (120.0, 30.0)
-    assert (first.router_id, first.source_address, first.password) == ("10.0.0.2", "10.0.0.2", "yourPassword")
+    assert (first.router_id, first.source_address, first.password) == ("192.0.2.252", "192.0.2.252", "yourPassword")
     assert (first.bfd_profile, first.ebgp_multihop) == ("bfdprofile1", True)
     assert first.node_selectors[0].matches({"rack": "frontend", "network-speed": "fast"})
     assert first.node_selectors[1].matches({"kubernetes.io/hostname": "hostB"})

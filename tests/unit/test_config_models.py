@@ -99,7 +99,7 @@ def test_models_are_frozen() -> None:
 
 
 def test_password_never_appears_in_repr_str_summary_or_errors() -> None:
-    doc = f"peers:\n- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: {SECRET}}}\n"
+    doc = f"peers:\n- {{peer-address: 203.0.113.1, peer-asn: 1, my-asn: 2, password: {SECRET}}}\n"
     cfg = parse_config(doc)
     assert cfg.peers[0].password == SECRET
     for text in (repr(cfg), str(cfg), repr(cfg.peers[0]), str(cfg.peers[0]), summarize(cfg)):
@@ -121,7 +121,7 @@ def test_password_never_appears_in_repr_str_summary_or_errors() -> None:
 )
 def test_bad_password_errors_do_not_echo_it(password: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(f"peers:\n- {{peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, password: {password}}}\n")
+        parse_config(f"peers:\n- {{peer-address: 203.0.113.1, peer-asn: 1, my-asn: 2, password: {password}}}\n")
     (error,) = info.value.errors
     assert error.startswith("peers[0].password: ") and message in error
     assert SECRET not in error

@@ -23,7 +23,7 @@ def _errors(text: str) -> list[str]:
 
 POOL = "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [192.0.2.0/24]\n"
 BGP_POOL = "address-pools:\n- name: a\n  protocol: bgp\n  addresses: [192.0.2.0/24]\n"
-PEER = "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 64501\n  my-asn: 64500\n"
+PEER = "peers:\n- peer-address: 203.0.113.1\n  peer-asn: 64501\n  my-asn: 64500\n"
 
 
 # --- valid documents --------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def test_bgp_pool_without_advertisements_gets_metallbs_default() -> None:
 
 def test_peer_defaults() -> None:
     (peer,) = _parse(PEER).peers
-    assert (peer.peer_address, peer.peer_asn, peer.my_asn) == ("10.0.0.1", 64501, 64500)
+    assert (peer.peer_address, peer.peer_asn, peer.my_asn) == ("203.0.113.1", 64501, 64500)
     assert peer.peer_port == 179
     assert peer.hold_time == 90.0
     assert peer.keepalive_time == 30.0
@@ -70,9 +70,9 @@ def test_peer_timers_and_port_zero_like_go() -> None:
     cfg = _parse(
         """\
         peers:
-        - {peer-address: 10.0.0.1, peer-asn: 1, my-asn: 2, hold-time: 1m30s, keepalive-time: 10s}
-        - {peer-address: 10.0.0.2, peer-asn: 1, my-asn: 2, hold-time: 0, peer-port: 0}
-        - {peer-address: 10.0.0.3, peer-asn: 1, my-asn: 2, hold-time: 4.9s}
+        - {peer-address: 203.0.113.1, peer-asn: 1, my-asn: 2, hold-time: 1m30s, keepalive-time: 10s}
+        - {peer-address: 203.0.113.2, peer-asn: 1, my-asn: 2, hold-time: 0, peer-port: 0}
+        - {peer-address: 203.0.113.3, peer-asn: 1, my-asn: 2, hold-time: 4.9s}
         """
     )
     first, second, third = cfg.peers
@@ -231,24 +231,24 @@ MALFORMED: list[tuple[str, str, str, str]] = [
         "peers[0].password-secret.namespace",
         "'namespace'",
     ),
-    ("peers-not-a-list", "peers: {peer-address: 10.0.0.1}\n", "peers", "a mapping"),
+    ("peers-not-a-list", "peers: {peer-address: 203.0.113.1}\n", "peers", "a mapping"),
     (
         "addresses-not-a-list",
         POOL.replace("[192.0.2.0/24]", "192.0.2.0/24"),
         "address-pools[0].addresses",
         "'192.0.2.0/24'",
     ),
-    ("bad-cidr", POOL.replace("192.0.2.0/24", "10.0.0.0/33"), "address-pools[0].addresses[0]", "'10.0.0.0/33'"),
+    ("bad-cidr", POOL.replace("192.0.2.0/24", "203.0.113.0/33"), "address-pools[0].addresses[0]", "'203.0.113.0/33'"),
     ("bad-address", POOL.replace("192.0.2.0/24", "banana"), "address-pools[0].addresses[0]", "'banana'"),
     (
         "reversed-range",
-        POOL.replace("192.0.2.0/24", "192.0.2.0/24, 10.0.0.9-10.0.0.1"),
+        POOL.replace("192.0.2.0/24", "192.0.2.0/24, 203.0.113.9-203.0.113.1"),
         "address-pools[0].addresses[1]",
-        "'10.0.0.9-10.0.0.1'",
+        "'203.0.113.9-203.0.113.1'",
     ),
     (
         "mixed-family-range",
-        POOL.replace("192.0.2.0/24", "10.0.0.1-2001:db8::1"),
+        POOL.replace("192.0.2.0/24", "203.0.113.1-2001:db8::1"),
         "address-pools[0].addresses[0]",
         "mixes IPv4 and IPv6",
     ),
@@ -376,7 +376,7 @@ MALFORMED: list[tuple[str, str, str, str]] = [
     ("asn-too-big", PEER.replace("64500", "4294967296"), "peers[0].my-asn", "4294967296"),
     ("asn-quoted", PEER.replace("64500", '"64500"'), "peers[0].my-asn", "'64500'"),
     ("missing-my-asn", PEER.replace("  my-asn: 64500\n", ""), "peers[0].my-asn", "missing"),
-    ("bad-peer-address", PEER.replace("10.0.0.1", "10.0.0.256"), "peers[0].peer-address", "'10.0.0.256'"),
+    ("bad-peer-address", PEER.replace("203.0.113.1", "203.0.113.256"), "peers[0].peer-address", "'203.0.113.256'"),
     ("peer-port-too-big", PEER + "  peer-port: 70000\n", "peers[0].peer-port", "70000"),
     ("router-id-ipv6", PEER + "  router-id: 2001:db8::1\n", "peers[0].router-id", "'2001:db8::1'"),
     ("bad-source-address", PEER + "  source-address: here\n", "peers[0].source-address", "'here'"),
@@ -406,7 +406,7 @@ MALFORMED: list[tuple[str, str, str, str]] = [
         "got 1",
     ),
     ("duplicate-bfd-profile", "bfd-profiles: [{name: p}, {name: p}]\n", "bfd-profiles[1].name", "'p'"),
-    ("duplicate-peer", PEER + PEER.replace("peers:\n", ""), "peers[1]", "10.0.0.1"),
+    ("duplicate-peer", PEER + PEER.replace("peers:\n", ""), "peers[1]", "203.0.113.1"),
     (
         "bad-operator",
         PEER + "  node-selectors: [{match-expressions: [{key: rack, operator: in, values: [a]}]}]\n",
@@ -461,14 +461,14 @@ def test_every_error_of_a_document_is_reported_in_document_order() -> None:
     errors = _errors(
         """\
         peers:
-        - peer-address: 10.0.0.1
+        - peer-address: 203.0.113.1
           peer-asn: 0
           my-asn: 64500
           hold-time: 1s
         address-pools:
         - name: a
           protocol: layer2
-          addresses: [10.0.0.0/33]
+          addresses: [203.0.113.0/33]
         - name: b
           protocol: layer2
           addresses: [192.0.2.0/24]

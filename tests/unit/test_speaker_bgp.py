@@ -129,7 +129,7 @@ def svc(name: str, ip: str, policy: str = "Cluster") -> dict[str, Any]:
 def eps(service: str, node_name: str) -> dict[str, Any]:
     return {"metadata": {"name": f"{service}-x", "namespace": "apps",
                          "labels": {"kubernetes.io/service-name": service}},
-            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node_name, "conditions": {"ready": True}}]}
+            "endpoints": [{"addresses": ["10.244.0.1"], "nodeName": node_name, "conditions": {"ready": True}}]}
 
 
 class Rig:

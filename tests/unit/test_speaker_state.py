@@ -74,8 +74,8 @@ def test_owner_is_the_election_over_live_nodes() -> None:
 
 def test_no_config_or_no_pool_announces_nothing() -> None:
     assert l2_state.plan(None, [svc("a/x", "192.0.2.201")], nodes(), LINKS, ALL).l2 == {}
-    p = l2_state.plan(CONFIG, [svc("a/x", "10.1.2.3")], nodes(), LINKS, ALL)
-    assert p.l2 == {} and p.unknown == {"10.1.2.3": ("a/x",)}
+    p = l2_state.plan(CONFIG, [svc("a/x", "198.51.100.99")], nodes(), LINKS, ALL)
+    assert p.l2 == {} and p.unknown == {"198.51.100.99": ("a/x",)}
 
 
 def test_excluded_label_and_network_unavailable_make_a_node_ineligible() -> None:
@@ -163,7 +163,7 @@ def test_services_from_cache_applies_lb_class_and_endpoint_slices() -> None:
 def test_link_annotations_round_trip_and_tolerate_garbage() -> None:
     text = l2_state.format_subnets([V6, V4, V4])
     assert text == "192.0.2.0/24,2001:db8::/64"
-    link = l2_state.parse_link({l2_state.SUBNETS_ANNOTATION: text + ",nonsense,,10.0.0.300/8",
+    link = l2_state.parse_link({l2_state.SUBNETS_ANNOTATION: text + ",nonsense,,198.51.100.300/8",
                                 l2_state.INTERFACES_UP_ANNOTATION: "true"})
     assert link == l2_state.Link((V4, V6), True)
     assert l2_state.parse_link({}) == l2_state.Link((), False)
