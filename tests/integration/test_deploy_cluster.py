@@ -1,5 +1,6 @@
-"""deploy/ against a real cluster (LBSPEAKER_TEST_KUBECONFIG): server-side dry run, and the controller
-running with nothing but its own ServiceAccount's token, so the RBAC in deploy/ is proven sufficient.
+"""deploy/ against a real cluster (LBSPEAKER_TEST_KUBECONFIG): server-side dry run, and the controller and
+the speaker running with nothing but their own ServiceAccount's token, so the RBAC in deploy/ is proven
+sufficient.
 
 The API test server enforces no RBAC and issues no ServiceAccount tokens, so these tests need a real
 kube-apiserver; on the test server they skip and say so. The RBAC rules are also checked offline
@@ -8,17 +9,20 @@ against the code in tests/unit/test_deploy_rbac.py.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lbspeaker.kube.rest import ApiError, path_for
-from tests.integration.kubeutil import Cluster, controller, lb_service, pool_configmap, unique
+from lbspeaker.kube.rest import ApiError, Rest, path_for
+from tests.integration.kubeutil import Cluster, controller, free_port, lb_service, pool_configmap, unique, wait_for
 
 REAL = os.environ.get("LBSPEAKER_TEST_KUBECONFIG")
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -36,40 +40,53 @@ def test_manifests_pass_server_side_dry_run() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_controller_works_with_only_its_service_account(tmp_path: Path, namespace: str) -> None:
-    """Bind deploy/'s controller rules to a fresh ServiceAccount and run the controller with its token."""
+def _service_account_kubeconfig(rest: Rest, namespace: str, rbac_file: str, tmp_path: Path,
+                                made: list[tuple[str, str | None, str]]) -> str:
+    """A ServiceAccount bound to the rules of ``deploy/<rbac_file>`` (copied under fresh names, Roles in
+    ``namespace``), and a kubeconfig holding nothing but its token."""
     assert REAL is not None
-    cluster = Cluster(REAL)
-    rest = cluster.rest
-    sa = unique("lbs-ctl")
+    sa = unique("lbs-sa")
     rest.request("POST", path_for("v1", "serviceaccounts", namespace),
                  body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}})
+    kinds = {"ClusterRole": "clusterroles", "Role": "roles", "ClusterRoleBinding": "clusterrolebindings",
+             "RoleBinding": "rolebindings"}
+    for doc in yaml.safe_load_all((DEPLOY / rbac_file).read_text()):
+        if not doc or doc["kind"] not in kinds:
+            continue
+        name = f"{sa}-{doc['metadata']['name'].replace(':', '-')}"
+        doc["metadata"] = {"name": name}
+        if doc["kind"].endswith("Binding"):
+            doc["roleRef"]["name"] = f"{sa}-{doc['roleRef']['name'].replace(':', '-')}"
+            doc["subjects"] = [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
+        ns = None if doc["kind"].startswith("Cluster") else namespace
+        rest.request("POST", path_for("rbac.authorization.k8s.io/v1", kinds[doc["kind"]], ns), body=doc)
+        made.append((kinds[doc["kind"]], ns, name))
+    token = rest.request("POST", path_for("v1", "serviceaccounts", namespace, sa, "token"),
+                         body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                               "spec": {"expirationSeconds": 3600}})["status"]["token"]
+    kc = yaml.safe_load(Path(REAL).read_text())
+    ctx = next(c for c in kc["contexts"] if c["name"] == kc["current-context"])["context"]
+    clus = next(c for c in kc["clusters"] if c["name"] == ctx["cluster"])
+    path = tmp_path / f"{sa}-kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [clus], "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": clus["name"], "user": "sa"}}]}))
+    return str(path)
+
+
+def _delete_all(rest: Rest, made: list[tuple[str, str | None, str]]) -> None:
+    for resource, ns, name in reversed(made):
+        with contextlib.suppress(ApiError):
+            rest.request("DELETE", path_for("rbac.authorization.k8s.io/v1", resource, ns, name))
+
+
+def test_controller_works_with_only_its_service_account(tmp_path: Path, namespace: str) -> None:
+    assert REAL is not None
+    cluster = Cluster(REAL)
     made: list[tuple[str, str | None, str]] = []
     try:
-        for doc in yaml.safe_load_all((DEPLOY / "controller-rbac.yaml").read_text()):
-            if not doc or doc["kind"] not in ("ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"):
-                continue
-            name = f"{sa}-{doc['metadata']['name']}"
-            doc["metadata"] = {"name": name}
-            if doc["kind"].endswith("Binding"):
-                doc["roleRef"]["name"] = f"{sa}-{doc['roleRef']['name']}"
-                doc["subjects"] = [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
-            ns = None if doc["kind"].startswith("Cluster") else namespace
-            resource = {"ClusterRole": "clusterroles", "Role": "roles", "ClusterRoleBinding": "clusterrolebindings",
-                        "RoleBinding": "rolebindings"}[doc["kind"]]
-            rest.request("POST", path_for("rbac.authorization.k8s.io/v1", resource, ns), body=doc)
-            made.append((resource, ns, name))
-        token = rest.request("POST", path_for("v1", "serviceaccounts", namespace, sa, "token"),
-                             body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                   "spec": {"expirationSeconds": 3600}})["status"]["token"]
-        kc = yaml.safe_load(Path(REAL).read_text())
-        ctx = next(c for c in kc["contexts"] if c["name"] == kc["current-context"])["context"]
-        clus = next(c for c in kc["clusters"] if c["name"] == ctx["cluster"])
-        sa_kubeconfig = tmp_path / "sa-kubeconfig"
-        sa_kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-            "clusters": [clus], "users": [{"name": "sa", "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": clus["name"], "user": "sa"}}]}))
+        kubeconfig = _service_account_kubeconfig(cluster.rest, namespace, "controller-rbac.yaml", tmp_path, made)
         lb_class = f"lbspeaker.io/{unique('rbac')}"
         cluster.create(namespace, "configmaps", pool_configmap("""
 address-pools:
@@ -77,11 +94,60 @@ address-pools:
   protocol: layer2
   addresses: [192.0.2.60-192.0.2.61]
 """))
-        with controller(str(sa_kubeconfig), namespace, lb_class, "--leader-elect"):
+        with controller(kubeconfig, namespace, lb_class, "--leader-elect"):
             cluster.create(namespace, "services", lb_service("rbac", lb_class=lb_class))
             assert cluster.wait_ips(namespace, "rbac", timeout=60) == ["192.0.2.60"]
             assert cluster.wait_event(namespace, "rbac", "IPAllocated", timeout=30)
     finally:
-        for resource, ns, name in reversed(made):
-            with contextlib.suppress(ApiError):
-                rest.request("DELETE", path_for("rbac.authorization.k8s.io/v1", resource, ns, name))
+        _delete_all(cluster.rest, made)
+
+
+def test_speaker_works_with_only_its_service_account(tmp_path: Path, namespace: str) -> None:
+    """The speaker syncs every cache, reads the memberlist Secret and holds its Lease with its own token.
+
+    It runs on this machine with a class no Service uses, heartbeats on loopback and no interface
+    allowed, so it announces nothing on the machine's network.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the speaker opens packet sockets: needs root")
+    assert REAL is not None
+    cluster = Cluster(REAL)
+    made: list[tuple[str, str | None, str]] = []
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        kubeconfig = _service_account_kubeconfig(cluster.rest, namespace, "speaker-rbac.yaml", tmp_path, made)
+        cluster.create(namespace, "secrets", {"apiVersion": "v1", "kind": "Secret",
+                                              "metadata": {"name": "lbspeaker-memberlist"},
+                                              "data": {"secretkey": base64.b64encode(os.urandom(32)).decode()}})
+        cluster.create(namespace, "configmaps", pool_configmap("""
+address-pools:
+- name: rbac
+  protocol: layer2
+  addresses: [192.0.2.62/32]
+"""))
+        node = unique("lbs-rbac-node")
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lbspeaker.cli", "speaker", "--node-name", node, "--kubeconfig", kubeconfig,
+             "--namespace", namespace, "--lb-class", f"lbspeaker.io/{unique('none')}", "--interfaces", "^$",
+             "--heartbeat-addr", "127.0.0.1:0", "--metrics-addr", f"127.0.0.1:{port}",
+             "--bgp-workdir", str(tmp_path / "bgp")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 60, what="speaker /readyz under its own ServiceAccount")
+        assert cluster.rest.get(path_for("coordination.k8s.io/v1", "leases", namespace, f"speaker-{node}"))
+        proc.terminate()
+        assert proc.wait(30) == 0
+        with pytest.raises(ApiError):
+            cluster.rest.get(path_for("coordination.k8s.io/v1", "leases", namespace, f"speaker-{node}"))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        _delete_all(cluster.rest, made)
