@@ -292,7 +292,7 @@ def test_localpref_stays_in_routes_and_the_bgp_layer_drops_it_for_ebgp(cfg: Conf
 
 
 def test_layer2_and_unknown_ips_are_ignored(cfg: Config) -> None:
-    services = [svc("l2", "192.0.2.105"), svc("nowhere", "10.1.2.3"), svc("bgp", "203.0.113.6")]
+    services = [svc("l2", "192.0.2.105"), svc("nowhere", "203.0.113.200"), svc("bgp", "203.0.113.6")]
     slices = [eps(name, ("n1", True)) for name in ("l2", "nowhere", "bgp")]
     routes, per = node_routes(cfg, "n1", services, slices, True, None)
     assert prefixes(routes) == ["203.0.113.6/32"]
