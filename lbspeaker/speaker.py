@@ -91,12 +91,8 @@ def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
 
 def node_ipv4(node: Mapping[str, Any] | None) -> str | None:
     """The node's first IPv4 InternalIP: the default BGP router id."""
-    for addr in ((node or {}).get("status") or {}).get("addresses") or []:
-        if isinstance(addr, Mapping) and addr.get("type") == "InternalIP":
-            text = str(addr.get("address") or "")
-            if "." in text and ":" not in text:
-                return text
-    return None
+    ip = l2_state.internal_ip(node) if node is not None else None  # IPv4 first when it has one
+    return ip if ip is not None and ":" not in ip else None
 
 
 def secret_values(name: str, secret: Mapping[str, Any]) -> dict[tuple[str, str], str]:
