@@ -1,33 +1,42 @@
 # lbspeaker: the two commands a newcomer needs are `make demo` and `make test`.
-# Both install what they lack (Debian packages with apt-get, Python packages with pip; run as root).
+# Both install what they lack: Debian packages with apt-get (run as root), Python packages with pip into
+# the project's own virtual environment .venv/ (the system Python is left alone). The CLI lands in
+# .venv/bin/lbspeaker.
 
-PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
-APT_PACKAGES := iproute2 iputils-arping iputils-ping ndisc6 bird2 tcpdump curl procps
+BOOTSTRAP_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip --disable-pip-version-check
+APT_PACKAGES := iproute2 iputils-arping iputils-ping ndisc6 bird2 tcpdump curl procps nftables
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint unit demo clean
+.PHONY: deps test lint unit demo clean distclean
 
 .stamp-apt:
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
-	    echo "installing Debian packages:$$missing"; \
+	    echo "installing Debian packages:$$missing (about a minute on a fresh machine)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	fi
 	@touch $@
 
-.stamp-pip: pyproject.toml
-	$(PIP) install -q --disable-pip-version-check -e '.[dev]'
+$(PYTHON):
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+
+.stamp-pip: pyproject.toml testkit/pyproject.toml | $(PYTHON)
+	@echo "installing Python packages into $(VENV)/ (lbspeaker and its test kit, editable)"
+	$(PIP) install -q -e '.[dev]' -e ./testkit
 	@touch $@
 
 deps: .stamp-apt .stamp-pip
 
 lint: deps
-	$(PYTHON) -m ruff check lbspeaker controller tests hack
+	$(PYTHON) -m ruff check lbspeaker controller testkit tests hack
 	$(PYTHON) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: deps lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -40,3 +49,6 @@ demo: deps
 
 clean:
 	rm -f .stamp-apt .stamp-pip
+
+distclean: clean
+	rm -rf $(VENV)

@@ -21,15 +21,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from controller import metrics
 from controller.allocator import AllocationFailure, Allocator, Assignment, PoolSpec
-from controller.service import BadAnnotation, is_load_balancer, service_request, status_ips
-from lbspeaker import metrics
+from controller.service import BadAnnotation, service_request
 from lbspeaker.config import Config
 from lbspeaker.config.cluster import config_sources, load_config
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer, object_key
 from lbspeaker.kube.rest import JSON, MERGE_PATCH, ApiError, Rest, path_for
 from lbspeaker.kube.workqueue import WorkQueue
+from lbspeaker.objects import is_load_balancer, status_ips
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lbspeaker.objects import service_key
+
 ANNOTATION_PREFIXES = ("lbspeaker.io/", "metallb.universe.tf/")
 
 POOL_ANNOTATION = "address-pool"
@@ -48,22 +50,6 @@ class BadAnnotation(ValueError):
         self.problem = problem
 
 
-def is_load_balancer(svc: Mapping[str, Any], lb_class: str | None) -> bool:
-    """True when the Service is ours: type LoadBalancer and its loadBalancerClass is exactly ``lb_class``.
-
-    With ``lb_class`` None only Services without a class qualify, as the built-in cloud provider convention
-    demands: a Service naming some other implementation's class must be left alone.
-    """
-    spec = svc.get("spec") or {}
-    return bool(spec.get("type") == "LoadBalancer" and spec.get("loadBalancerClass") == lb_class)
-
-
-def status_ips(svc: Mapping[str, Any]) -> tuple[str, ...]:
-    """The IPs in ``status.loadBalancer.ingress[].ip``, in order (hostname-only entries are skipped)."""
-    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return tuple(str(entry["ip"]) for entry in ingress if isinstance(entry, Mapping) and entry.get("ip"))
-
-
 def service_request(svc: Mapping[str, Any]) -> ServiceRequest:
     """Translate a Service into a request; raise `BadAnnotation` for unusable annotations or fields."""
     meta = svc.get("metadata") or {}
@@ -74,7 +60,7 @@ def service_request(svc: Mapping[str, Any]) -> ServiceRequest:
     pool = _name_annotation(annotations, POOL_ANNOTATION)
     sharing_key = _name_annotation(annotations, SHARING_ANNOTATION)
     return ServiceRequest(
-        key=f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}",
+        key=service_key(svc),
         families=families,
         family_policy=family_policy,
         requested_ips=_requested_ips(spec, annotations),

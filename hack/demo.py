@@ -40,11 +40,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lbspeaker_testkit.apiserver import APIServer  # noqa: E402
+from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config  # noqa: E402
+from lbspeaker_testkit.kubeutil import rest_for  # noqa: E402
+from lbspeaker_testkit.netns import Host, Lab  # noqa: E402
+
 from lbspeaker.kube.rest import ApiError, Rest, path_for  # noqa: E402
-from lbspeaker.testing.apiserver import APIServer  # noqa: E402
-from lbspeaker.testing.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config  # noqa: E402
-from lbspeaker.testing.netns import Host, Lab  # noqa: E402
-from tests.integration.kubeutil import rest_for  # noqa: E402
 
 NODE_IPS = ("192.0.2.11", "192.0.2.12", "192.0.2.13")
 RELAY_PORT = 16443  # where node namespaces reach a real cluster's API server
@@ -147,7 +148,7 @@ def main() -> int:
             server.write_kubeconfig(kubeconfig)
             setup = Setup()
             relay_target, node_kubeconfig = ("127.0.0.1", server.port), kubeconfig
-            info(f"lbspeaker.testing API server at {server.url}; kubeconfig {kubeconfig}")
+            info(f"lbspeaker_testkit API server at {server.url}; kubeconfig {kubeconfig}")
         rest = rest_for(kubeconfig)
         created.append(("namespaces", None, setup.ns))
         apply(rest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": setup.ns}})
@@ -353,7 +354,7 @@ def _bgp_available() -> tuple[bool, str]:
 
 def _speaker_available() -> bool:
     try:
-        import lbspeaker.speaker_main  # noqa: F401
+        import lbspeaker.speaker.main  # noqa: F401
     except ImportError:
         return False
     return True

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     from controller.main import add_arguments as controller_args
 
     controller_args(sub.add_parser("controller", help="assign external IPs to LoadBalancer Services"))
-    from lbspeaker.speaker_main import add_arguments as speaker_args
+    from lbspeaker.speaker.main import add_arguments as speaker_args
 
     speaker_args(sub.add_parser("speaker", help="announce external IPs from this node (layer 2 / BGP)"))
     cfg = sub.add_parser("config", help="configuration tools")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     if args.command == "speaker":
-        from lbspeaker.speaker_main import run as speaker_run
+        from lbspeaker.speaker.main import run as speaker_run
 
         return speaker_run(args)
     if args.command == "config":

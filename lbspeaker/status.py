@@ -4,7 +4,7 @@ Pools with used/total addresses per family, and every LoadBalancer Service with 
 and the pool they come from. Usage is computed here from the Service statuses and the ConfigMaps,
 so the command works without reaching the controller.
 
-ANNOUNCED-BY is the speakers' per-IP election (``l2_state.plan``) recomputed here over Nodes,
+ANNOUNCED-BY is the speakers' per-IP election (``speaker.layer2.plan``) recomputed here over Nodes,
 EndpointSlices and the speaker Leases, counting a speaker alive while its Lease is current. The
 speakers themselves also use heartbeats, so for up to one Lease duration after a node dies this
 column can still name it; the output says so.
@@ -19,13 +19,14 @@ from collections.abc import Sequence
 
 from controller.allocator import Allocator, Assignment
 from controller.reconcile import pool_specs
-from controller.service import BadAnnotation, is_load_balancer, service_request, status_ips
-from lbspeaker import l2_state
+from controller.service import BadAnnotation, service_request
 from lbspeaker.config import Config
 from lbspeaker.config.cluster import config_sources, load_config
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.rest import JSON, Rest, path_for
-from lbspeaker.membership.lease import lease_inputs, node_of
+from lbspeaker.objects import is_load_balancer, node_view, services_from_cache, status_ips
+from lbspeaker.speaker import layer2
+from lbspeaker.speaker.lease import HEARTBEAT_ANNOTATION, Link, lease_inputs, node_of, parse_link
 
 LEASE_NOTE = ("ANNOUNCED-BY: the per-IP election recomputed from speaker Leases (alive = Lease current); "
               "speakers also use heartbeats, so it can lag a failure by up to one Lease duration")
@@ -40,17 +41,17 @@ def announced_by(cfg: Config | None, services: list[JSON], nodes: list[JSON], sl
                  leases: list[JSON], wall_now: float, lb_class: str | None) -> dict[str, str]:
     """ip -> owner node (layer2), ``bgp``, or ``<none>``: the speakers' election over current Leases."""
     alive: set[str] = set()
-    links: dict[str, l2_state.Link] = {}
+    links: dict[str, Link] = {}
     for lease in leases:
         node = node_of(lease)
         if node is None:
             continue
-        got = lease_inputs(lease, l2_state.HEARTBEAT_ANNOTATION)
+        got = lease_inputs(lease, HEARTBEAT_ANNOTATION)
         if got.holder and got.renew_time is not None and got.renew_time + got.duration > wall_now:
             alive.add(node)
-        links[node] = l2_state.parse_link((lease.get("metadata") or {}).get("annotations") or {})
-    views = {v.name: v for v in (l2_state.node_view(n) for n in nodes)}
-    plan = l2_state.plan(cfg, l2_state.services_from_cache(services, slices, lb_class), views, links, alive)
+        links[node] = parse_link((lease.get("metadata") or {}).get("annotations") or {})
+    views = {v.name: v for v in (node_view(n) for n in nodes)}
+    plan = layer2.plan(cfg, services_from_cache(services, slices, lb_class), views, links, alive)
     out = {ip: d.owner or "<none>" for ip, d in plan.l2.items()}
     out.update({ip: "bgp" for ip in plan.bgp})
     return out

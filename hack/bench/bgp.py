@@ -32,10 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lbspeaker_testkit.bird import BirdControl, BirdNeighbor, BirdRouter, render_bird_config  # noqa: E402
+from lbspeaker_testkit.netns import Lab  # noqa: E402
+
 from lbspeaker.bgp import BgpSpeaker  # noqa: E402
 from lbspeaker.bgp.model import Advertisement, BgpPeer  # noqa: E402
-from lbspeaker.testing.bird import BirdControl, BirdNeighbor, BirdRouter, render_bird_config  # noqa: E402
-from lbspeaker.testing.netns import Lab  # noqa: E402
 
 SINGLE = 100
 BULK = 5000

@@ -36,11 +36,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import tests.netns.speaker_lab as speaker_lab  # noqa: E402
+import lbspeaker_testkit.speaker_lab as speaker_lab  # noqa: E402
+from lbspeaker_testkit.bird import BirdControl, BirdNeighbor, BirdRouter, render_bird_config  # noqa: E402
+from lbspeaker_testkit.kubeconfig import write_kubeconfig  # noqa: E402
+from lbspeaker_testkit.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, wait_for  # noqa: E402
+
 from lbspeaker.kube.rest import MERGE_PATCH, path_for  # noqa: E402
-from lbspeaker.testing.bird import BirdControl, BirdNeighbor, BirdRouter, render_bird_config  # noqa: E402
-from lbspeaker.testing.kubeconfig import write_kubeconfig  # noqa: E402
-from tests.netns.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, wait_for  # noqa: E402
 
 ROUTER4, ROUTER6 = "192.0.2.1", "2001:db8::1"
 CONFIG = f"""
@@ -69,7 +70,7 @@ class ProcessAPIServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "lbspeaker.testing.apiserver", "--listen",
+        self.proc = subprocess.Popen([sys.executable, "-m", "lbspeaker_testkit.apiserver", "--listen",
                                       f"127.0.0.1:{self.port}", "--history-size", "50000"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30

@@ -185,7 +185,7 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="lbs-bench-")
     kubeconfig = os.path.join(tmp, "kubeconfig")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "lbspeaker.testing.apiserver", "--listen", f"127.0.0.1:{port}",
+    server = subprocess.Popen([sys.executable, "-m", "lbspeaker_testkit.apiserver", "--listen", f"127.0.0.1:{port}",
                                "--kubeconfig-out", kubeconfig, "--history-size", str(4 * n + 1000)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs: list[subprocess.Popen[bytes]] = [server]

@@ -32,10 +32,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from lbspeaker_testkit.netns import Host, in_netns
+from lbspeaker_testkit.speaker_lab import SpeakerLab, wait_for
+
 from lbspeaker import election
 from lbspeaker.l2 import packets
-from lbspeaker.testing.netns import Host, in_netns
-from tests.netns.speaker_lab import SpeakerLab, wait_for
 
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806

@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 
+from lbspeaker_testkit.netns import Host, Lab, in_netns
+
 from lbspeaker.l2 import L2Announcer, packets
-from lbspeaker.testing.netns import Host, Lab, in_netns
 
 SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33

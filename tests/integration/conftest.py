@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-
-from lbspeaker.testing.apiserver import APIServer
+from lbspeaker_testkit.apiserver import APIServer
 
 REAL_CLUSTER_ENV = "LBSPEAKER_TEST_KUBECONFIG"
 

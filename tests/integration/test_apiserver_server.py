@@ -19,8 +19,7 @@ import pytest
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
-
-from lbspeaker.testing.kubeconfig import write_kubeconfig
+from lbspeaker_testkit.kubeconfig import write_kubeconfig
 
 # The v37 client's models make every field Optional; tests check values at runtime, so client
 # handles are typed loosely here rather than guarded with `is not None` on every access.
@@ -221,7 +220,7 @@ def test_command_line_server(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "lbspeaker.testing.apiserver",
+            "lbspeaker_testkit.apiserver",
             "--listen",
             "127.0.0.1:0",
             "--kubeconfig-out",

@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lbspeaker_testkit.kubeutil import Cluster, lb_service, pool_configmap, unique
+
 from lbspeaker.kube.rest import MERGE_PATCH, path_for
-from tests.integration.kubeutil import Cluster, lb_service, pool_configmap, unique
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from tests.integration.kubeutil import Cluster, controller, lb_service, pool_configmap, unique, wait_for
+from lbspeaker_testkit.kubeutil import Cluster, controller, lb_service, pool_configmap, unique, wait_for
 
 POOL3 = """
 address-pools:

@@ -4,7 +4,7 @@ sufficient.
 
 The API test server enforces no RBAC and issues no ServiceAccount tokens, so these tests need a real
 kube-apiserver; on the test server they skip and say so. The RBAC rules are also checked offline
-against the code in tests/unit/test_deploy_rbac.py.
+against the code in tests/unit/deploy/test_rbac.py.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lbspeaker_testkit.kubeutil import Cluster, controller, free_port, lb_service, pool_configmap, unique, wait_for
 
 from lbspeaker.kube.rest import ApiError, Rest, path_for
-from tests.integration.kubeutil import Cluster, controller, free_port, lb_service, pool_configmap, unique, wait_for
 
 REAL = os.environ.get("LBSPEAKER_TEST_KUBECONFIG")
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from lbspeaker_testkit.apiserver import APIServer
+from lbspeaker_testkit.kubeutil import rest_for, wait_for
 
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer
 from lbspeaker.kube.leader import LeaderElector
 from lbspeaker.kube.rest import MERGE_PATCH, ApiError, Rest, path_for
-from lbspeaker.testing.apiserver import APIServer
-from tests.integration.kubeutil import rest_for, wait_for
 
 
 def cm(name: str, value: str = "1", labels: dict[str, str] | None = None) -> dict[str, Any]:

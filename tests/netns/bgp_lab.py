@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
+from lbspeaker_testkit.netns import Host, Lab
+
 import lbspeaker
 from lbspeaker.bgp.model import Advertisement, BgpPeer
-from lbspeaker.testing.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
-from lbspeaker.testing.netns import Host, Lab
 
 REPO_ROOT = Path(lbspeaker.__file__).resolve().parent.parent
 ROUTER_ASN = 64512

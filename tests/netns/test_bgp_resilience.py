@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lbspeaker_testkit.bird import BirdRouter, wait_until
 
 from lbspeaker.bgp.model import Advertisement, BgpPeer
-from lbspeaker.testing.bird import BirdRouter, wait_until
 from tests.netns.bgp_lab import BgpLab, node_peer, paths_by_protocol, router_neighbor, skip_reason, wait_paths
 
 SKIP = skip_reason()

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lbspeaker_testkit.bird import wait_until
 
 from lbspeaker.bgp.model import Advertisement, AdvSpec
 from lbspeaker.bgp.routes import routes_for
-from lbspeaker.testing.bird import wait_until
 from tests.netns.bgp_lab import (
     ROUTER_ASN,
     BgpLab,

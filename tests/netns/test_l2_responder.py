@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from lbspeaker_testkit.netns import Host, Lab, in_netns, run
 
 from lbspeaker.l2 import L2Announcer, packets
-from lbspeaker.testing.netns import Host, Lab, in_netns, run
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ("arping", "ndisc6", "ping")),

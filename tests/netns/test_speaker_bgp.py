@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, render_bird_config, wait_until
+from lbspeaker_testkit.speaker_lab import NAMESPACE, SpeakerLab, wait_for
 
 from lbspeaker.kube.rest import MERGE_PATCH, path_for
-from lbspeaker.testing.bird import BirdNeighbor, BirdRouter, render_bird_config, wait_until
 from tests.netns.bgp_lab import skip_reason, wait_paths
-from tests.netns.speaker_lab import NAMESPACE, SpeakerLab, wait_for
 
 _SKIP = skip_reason()
 pytestmark = [

@@ -11,9 +11,9 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from lbspeaker_testkit.speaker_lab import NAMESPACE, SpeakerLab, wait_for
 
 from lbspeaker import election
-from tests.netns.speaker_lab import NAMESPACE, SpeakerLab, wait_for
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("arping") is None, reason="needs arping (iputils-arping)"),

@@ -18,11 +18,11 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
+from lbspeaker_testkit.kubeutil import ControllerProcess
+from lbspeaker_testkit.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, SpeakerProc, wait_for
 
 from lbspeaker import election
 from lbspeaker.l2 import packets
-from tests.integration.kubeutil import ControllerProcess
-from tests.netns.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, SpeakerProc, wait_for
 from tests.netns.test_l2_responder import Capture
 
 pytestmark = [

@@ -1,0 +1,87 @@
+"""Discovery documents (/version, /api, /apis, APIResourceLists) in their legacy (non-aggregated) form.
+
+kubectl asks for aggregated discovery first; answering with ``Content-Type: application/json`` and the
+legacy documents makes client-go fall back to per-group-version discovery, which is all it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lbspeaker_testkit._api_resources import FULL_VERBS, RESOURCES, SUB_VERBS, group_versions
+
+Obj = dict[str, Any]
+
+KUBE_VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-lbspeaker-test",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2024-12-11T00:00:00Z",
+    "goVersion": "go1.23.3",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def version() -> Obj:
+    return dict(KUBE_VERSION)
+
+
+def api_versions(server_address: str) -> Obj:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
+
+
+def _group(name: str, versions: list[str]) -> Obj:
+    gvs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": gvs, "preferredVersion": gvs[0]}
+
+
+def api_group_list() -> Obj:
+    groups = [_group(g, vs) for g, vs in sorted(group_versions().items()) if g]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def api_group(name: str) -> Obj | None:
+    versions = group_versions().get(name)
+    if not name or versions is None:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, versions)}
+
+
+def api_resource_list(group: str, version: str) -> Obj | None:
+    resources: list[Obj] = []
+    for r in RESOURCES:
+        if r.group != group or r.version != version:
+            continue
+        entry: Obj = {
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": list(FULL_VERBS),
+        }
+        if r.short_names:
+            entry["shortNames"] = list(r.short_names)
+        if r.categories:
+            entry["categories"] = list(r.categories)
+        resources.append(entry)
+        if r.status_subresource:
+            resources.append(
+                {
+                    "name": f"{r.plural}/status",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": list(SUB_VERBS),
+                }
+            )
+    if not resources:
+        return None
+    gv = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}

@@ -1,0 +1,30 @@
+"""The example pool ConfigMaps in deploy/examples/ are valid, and valid together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lbspeaker.config import load_file
+from lbspeaker.config.cluster import config_sources, load_config
+
+EXAMPLES = sorted((Path(__file__).parents[3] / "deploy" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_each_example_is_valid(path: Path) -> None:
+    cfg = load_file(str(path))
+    assert cfg.address_pools, f"{path.name} defines no pool"
+
+
+def test_examples_merge_without_conflict() -> None:
+    assert len(EXAMPLES) >= 3
+    cms = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    sources = config_sources(cms, "config")
+    assert sources[0]["metadata"]["name"] == "config"
+    cfg, errors = load_config(sources)
+    assert errors == [] and cfg is not None
+    assert {p.protocol for p in cfg.address_pools} == {"layer2", "bgp"}
+    assert any(len(p.ipset.families) == 2 for p in cfg.address_pools), "a dual-stack pool is shown"
