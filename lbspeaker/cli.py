@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     speaker_args(sub.add_parser("speaker", help="announce external IPs from this node (layer 2 / BGP)"))
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    check = cfg_sub.add_parser("check", help="validate a pool ConfigMap manifest or bare config YAML")
-    check.add_argument("file")
+    from lbspeaker.config.check import add_arguments as check_args
+
+    check_args(cfg_sub.add_parser("check", help="validate pool ConfigMap manifests or bare config YAML, merged"))
     status = sub.add_parser("status", help="pools with used/total and LoadBalancer Services with their IPs")
     status.add_argument("--kubeconfig")
     status.add_argument("--namespace", default="lbspeaker-system")
@@ -37,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return speaker_run(args)
     if args.command == "config":
-        from lbspeaker.config.check import main as check_main
+        from lbspeaker.config.check import run as check_run
 
-        return check_main([args.file])
+        return check_run(args)
     if args.command == "status":
         from lbspeaker.status import run as status_run
 

@@ -7,11 +7,11 @@ several ConfigMaps, where a conflict names both sources.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from lbspeaker.config.errors import join_path
+from lbspeaker.config.errors import join_path, quote
 from lbspeaker.config.models import AddressPool, BfdProfile, Peer
 from lbspeaker.config.values import format_seconds, widest_prefix_len
 from lbspeaker.ipset import parse_range, to_ip
@@ -39,32 +39,41 @@ class Located(Generic[T]):
 
 
 def check_pool(pool: Located[AddressPool]) -> list[str]:
-    """A pool's own consistency: advertisements only on bgp pools, aggregation fits the addresses."""
+    """A bgp pool's advertisements: no two alike, and each aggregation length fits the addresses.
+
+    (That a layer2 pool has no advertisements is checked by the model, before their content.) An
+    aggregation length must not be shorter than the widest prefix of any address entry of its family;
+    the message names the entry with the widest one. Linear in advertisements plus addresses.
+    """
     p = pool.item
     errors: list[str] = []
     if p.protocol != "bgp":
-        if p.bgp_advertisements:
-            errors.append(f"{pool.at('bgp-advertisements')}: only valid in a bgp pool, pool {p.name!r} is {p.protocol}")
         return errors
+    widest: dict[int, tuple[int, int]] = {}  # IP version -> (widest prefix length, index of its entry)
+    for j, text in enumerate(p.addresses):
+        version, length = widest_prefix_len(text)
+        if version not in widest or length < widest[version][0]:
+            widest[version] = (length, j)
     seen: dict[object, int] = {}
     for k, adv in enumerate(p.bgp_advertisements):
         if adv in seen:
             errors.append(f"{pool.at('bgp-advertisements', k)}: same as bgp-advertisements[{seen[adv]}]")
         seen.setdefault(adv, k)
-        for j, text in enumerate(p.addresses):
-            version, widest = widest_prefix_len(text)
-            key, length = ("aggregation-length", adv.aggregation_length)
-            if version == 6:
-                key, length = ("aggregation-length-v6", adv.aggregation_length_v6)
-            if length < widest:
+        for version, key, length in (
+            (4, "aggregation-length", adv.aggregation_length),
+            (6, "aggregation-length-v6", adv.aggregation_length_v6),
+        ):
+            if version in widest and length < widest[version][0]:
+                prefix, j = widest[version]
                 errors.append(
-                    f"{pool.at('bgp-advertisements', k, key)}: {length} is shorter than /{widest}, the widest "
-                    f"prefix of {text!r} (addresses[{j}]); a /{length} route would cover addresses outside the pool"
+                    f"{pool.at('bgp-advertisements', k, key)}: {length} is shorter than /{prefix}, the widest "
+                    f"prefix of {quote(p.addresses[j])} (addresses[{j}]); a /{length} route would cover addresses "
+                    "outside the pool"
                 )
     return errors
 
 
-def check_peer(peer: Located[Peer], bfd_profiles: Iterable[str]) -> list[str]:
+def check_peer(peer: Located[Peer], bfd_profiles: Collection[str]) -> list[str]:
     """A peer's own consistency: timers, eBGP multihop, password source, address families, BFD profile."""
     p = peer.item
     errors: list[str] = []
@@ -85,11 +94,11 @@ def check_peer(peer: Located[Peer], bfd_profiles: Iterable[str]) -> list[str]:
         errors.append(f"{peer.at('password-secret')}: set together with password; use only one of them")
     if p.source_address is not None and to_family(p.source_address) != to_family(p.peer_address):
         errors.append(
-            f"{peer.at('source-address')}: {p.source_address!r} is not of the same IP family as "
-            f"peer-address {p.peer_address!r}"
+            f"{peer.at('source-address')}: {quote(p.source_address)} is not of the same IP family as "
+            f"peer-address {quote(p.peer_address)}"
         )
-    if p.bfd_profile is not None and p.bfd_profile not in set(bfd_profiles):
-        errors.append(f"{peer.at('bfd-profile')}: {p.bfd_profile!r} is not defined in bfd-profiles")
+    if p.bfd_profile is not None and p.bfd_profile not in bfd_profiles:
+        errors.append(f"{peer.at('bfd-profile')}: {quote(p.bfd_profile)} is not defined in bfd-profiles")
     return errors
 
 
@@ -97,16 +106,22 @@ def to_family(address: str) -> int:
     return 6 if ":" in address else 4
 
 
-def check_pool_names(pools: Sequence[Located[AddressPool]]) -> list[str]:
+def check_pool_names(names: Sequence[Located[str]]) -> list[str]:
+    """Pool names are unique. ``names`` are located at their pool, so a pool that is invalid otherwise
+    can still be named here (every error at once)."""
     errors = []
-    first: dict[str, Located[AddressPool]] = {}
-    for pool in pools:
-        earlier = first.setdefault(pool.item.name, pool)
-        if earlier is not pool:
+    first: dict[str, Located[str]] = {}
+    for name in names:
+        earlier = first.setdefault(name.item, name)
+        if earlier is not name:
             errors.append(
-                f"{pool.at('name')}: duplicate pool name {pool.item.name!r}, already defined at {earlier.ref(pool)}"
+                f"{name.at('name')}: duplicate pool name {quote(name.item)}, already defined at {earlier.ref(name)}"
             )
     return errors
+
+
+def pool_names(pools: Sequence[Located[AddressPool]]) -> list[Located[str]]:
+    return [Located(p.item.name, p.path, p.source, p.order) for p in pools]
 
 
 @dataclass(frozen=True)
@@ -141,8 +156,9 @@ def check_overlaps(pools: Sequence[Located[AddressPool]]) -> list[str]:
             a, b = sorted((widest, span), key=lambda s: s.order)
             common = to_ip(span.version, span.first)
             errors.append(
-                f"{b.pool.at('addresses', b.index)}: {b.pool.item.addresses[b.index]!r} of pool "
-                f"{b.pool.item.name!r} overlaps {a.pool.item.addresses[a.index]!r} of pool {a.pool.item.name!r} "
+                f"{b.pool.at('addresses', b.index)}: {quote(b.pool.item.addresses[b.index])} of pool "
+                f"{quote(b.pool.item.name)} overlaps {quote(a.pool.item.addresses[a.index])} of pool "
+                f"{quote(a.pool.item.name)} "
                 f"({a.pool.ref(b.pool, 'addresses', a.index)}); both contain {common}"
             )
         if widest is None or widest.version != span.version or span.last > widest.last:
@@ -178,7 +194,7 @@ def check_bfd_names(profiles: Sequence[Located[BfdProfile]]) -> list[str]:
         earlier = first.setdefault(prof.item.name, prof)
         if earlier is not prof and (earlier.source == prof.source or earlier.item != prof.item):
             errors.append(
-                f"{prof.at('name')}: duplicate bfd profile name {prof.item.name!r}, already defined at "
+                f"{prof.at('name')}: duplicate bfd profile name {quote(prof.item.name)}, already defined at "
                 f"{earlier.ref(prof)}"
             )
     return errors

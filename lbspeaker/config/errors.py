@@ -14,9 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lbspeaker.config.scalars import Plain, plain_bool, plain_int
+
 CUSTOM_ERROR = "lbspeaker"  # error type of messages our own validators produce, shown verbatim
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+MAX_SHOWN = 60  # characters of a user's value a message quotes; longer values are cut
+MAX_MESSAGES = 100  # messages reported for one configuration; the rest are counted
 
 # Every key the schema knows, for "did you mean" hints on unknown keys.
 KNOWN_KEYS: tuple[str, ...] = (
@@ -31,6 +35,14 @@ KNOWN_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def capped(messages: Iterable[str], limit: int = MAX_MESSAGES) -> list[str]:
+    """At most ``limit`` messages; beyond that, one line saying how many more there were."""
+    out = list(messages)
+    if len(out) <= limit:
+        return out
+    return [*out[:limit], f"... and {len(out) - limit} more errors"]
+
+
 class ConfigError(ValueError):
     """Invalid configuration. ``errors`` holds one message per problem; str() is all of them, one per line."""
 
@@ -42,16 +54,29 @@ class ConfigError(ValueError):
         return "\n".join(self.errors)
 
 
+def quote(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr`` of a value from the input, cut to ``limit`` characters (with the full length said).
+
+    Every message that names a user's value goes through here (or ``show``), so a megabyte-long name
+    or key never lands whole in a log line, an Event or a terminal.
+    """
+    if isinstance(value, str):
+        text = repr(str(value[:limit]))
+        return text if len(value) <= limit else f"{text[:-1]}...{text[-1]} ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def join_path(base: str, *parts: str | int) -> str:
-    """Extend a path: ints become ``[i]``, plain keys ``.key``, anything else ``['key']``."""
+    """Extend a path: ints become ``[i]``, plain keys ``.key``, anything else ``['key']`` (cut if long)."""
     out = base
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(part):
+        elif len(part) <= MAX_SHOWN and _PLAIN_KEY.match(part):
             out += f".{part}" if out else part
         else:
-            out += f"[{part!r}]"
+            out += f"[{quote(part)}]"
     return out
 
 
@@ -71,22 +96,59 @@ def show(value: Any) -> str:
         kind = "a mapping"
     elif isinstance(value, list | tuple):
         kind = "a list"
+    elif isinstance(value, Plain) and (plain_int(value) is not value or plain_bool(value) is not value):
+        return str(value) if len(value) <= MAX_SHOWN else quote(value)  # a number or boolean as written
     else:
-        text = repr(value)
-        return text if len(text) <= 80 else text[:77] + "..."
-    text = repr(value)
-    return f"{kind} {text}" if len(text) <= 60 else f"{kind} {text[:57]}..."
+        return quote(value)
+    text = _bounded_repr(value, MAX_SHOWN + 1)
+    return f"{kind} {text}" if len(text) <= MAX_SHOWN else f"{kind} {text[: MAX_SHOWN - 3]}..."
+
+
+def _bounded_repr(value: Any, limit: int) -> str:
+    """repr() of nested lists and mappings, stopping once ``limit`` characters are produced.
+
+    A list or mapping of the input may share parts through YAML aliases; a plain repr() would walk
+    every repetition, this stops early.
+    """
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> bool:
+        nonlocal size
+        out.append(text)
+        size += len(text)
+        return size < limit
+
+    def walk(item: Any) -> bool:
+        if isinstance(item, dict):
+            if not emit("{"):
+                return False
+            for n, (k, v) in enumerate(item.items()):
+                if (n and not emit(", ")) or not emit(quote(k, limit)) or not emit(": ") or not walk(v):
+                    return False
+            return emit("}")
+        if isinstance(item, list | tuple):
+            if not emit("["):
+                return False
+            for n, v in enumerate(item):
+                if (n and not emit(", ")) or not walk(v):
+                    return False
+            return emit("]")
+        return emit(quote(item, limit))
+
+    walk(value)
+    return "".join(out)[:limit]
 
 
 def _did_you_mean(key: object) -> str:
-    if not isinstance(key, str):
+    if not isinstance(key, str) or len(key) > MAX_SHOWN:  # difflib is quadratic; no schema key is that long
         return ""
     close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def unknown_key(key: object) -> str:
-    return f"unknown key {key!r}{_did_you_mean(key)}"
+    return f"unknown key {quote(key)}{_did_you_mean(key)}"
 
 
 def _describe(err: Any) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from lbspeaker.config import checks
 from lbspeaker.config.checks import Located
-from lbspeaker.config.errors import ConfigError, join_path
+from lbspeaker.config.errors import ConfigError, capped, join_path, quote
 from lbspeaker.config.models import AddressPool, BfdProfile, Config, Peer
 
 
@@ -29,12 +29,12 @@ def merge_configs(parts: Sequence[tuple[str, Config]]) -> Config:
         profiles += [Located(p, f"bfd-profiles[{i}]", source, (n, i)) for i, p in enumerate(cfg.bfd_profiles)]
 
     communities, errors = _merge_communities(parts)
-    errors += checks.check_pool_names(pools)
+    errors += checks.check_pool_names(checks.pool_names(pools))
     errors += checks.check_overlaps(pools)
     errors += checks.check_peer_duplicates(peers)
     errors += checks.check_bfd_names(profiles)
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(capped(errors))
 
     unique_profiles: dict[str, BfdProfile] = {}
     for prof in profiles:
@@ -55,7 +55,8 @@ def _merge_communities(parts: Sequence[tuple[str, Config]]) -> tuple[dict[str, s
         for alias, value in cfg.bgp_communities.items():
             if alias in merged and merged[alias] != value:
                 errors.append(
-                    f"{source}: {join_path('bgp-communities', alias)}: {value!r} conflicts with {merged[alias]!r} "
+                    f"{source}: {join_path('bgp-communities', alias)}: {quote(value)} conflicts with "
+                    f"{quote(merged[alias])} "
                     f"given to the same alias in {defined_in[alias]}"
                 )
                 continue

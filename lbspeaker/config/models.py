@@ -3,7 +3,10 @@
 YAML keys are MetalLB's kebab-case names (aliases); Python attributes are snake_case. The models check
 each value on its own (format, type, range); rules that relate several values or several objects live in
 ``checks.py``. Validation from YAML passes a context (see ``yaml_context``) that resolves community
-aliases and keeps YAML typing as strict as Go's decoder; Python callers may construct models directly.
+aliases. Values from ``yamlload`` are typed by the field they land in, as MetalLB's Go decoder did: an
+unquoted scalar (``Plain``) keeps its literal text in a string field and is read as a number or boolean
+only by a number or boolean field (``plain_int``, ``plain_bool``); a null list item is an object with
+every field at its default. Python callers may construct models directly with ordinary values.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lbspeaker.config import values
-from lbspeaker.config.errors import CUSTOM_ERROR, show
-from lbspeaker.ipset import IPSet
+from lbspeaker.config.errors import CUSTOM_ERROR, quote, show
+from lbspeaker.config.scalars import plain_bool, plain_int
+from lbspeaker.ipset import IPSet, count_buggy
 
 DEFAULT_HOLD_TIME = 90.0
 DEFAULT_PEER_PORT = 179
@@ -61,7 +65,15 @@ def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
 
 
 def _scalar_text(value: Any) -> Any:
-    """Go's YAML decoder puts any scalar into a string field (``name: 123`` is the name "123"); so do we."""
+    """A string field's value: the literal text of any scalar, as Go's decoder gives a string field.
+
+    From ``yamlload`` that is the text itself (``Plain`` or quoted); a scalar with an explicit tag, or a
+    Python caller's number, becomes its text too. Null (a null list item) is Go's zero value, "".
+    """
+    if isinstance(value, str):
+        return str(value)  # a plain str, never the Plain subclass, once validated
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -69,11 +81,18 @@ def _scalar_text(value: Any) -> Any:
     return value
 
 
+def _null_items(value: Any) -> Any:
+    """A list of objects: a null item (``-`` alone) is an object with every field at its default, as in Go."""
+    if isinstance(value, list | tuple):
+        return [{} if item is None else item for item in value]
+    return value
+
+
 def _nonempty(value: str) -> str:
     if not value.strip():
         raise _invalid("must not be empty")
     if values.has_control_chars(value):
-        raise _invalid(f"must not contain control characters, got {value!r}")
+        raise _invalid(f"must not contain control characters, got {quote(value)}")
     return value
 
 
@@ -81,8 +100,10 @@ Text = Annotated[str, BeforeValidator(_scalar_text)]
 Name = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_nonempty)]
 LabelKey = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_checked(values.check_label_key))]
 LabelValue = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_checked(values.check_label_value))]
-Asn = Annotated[StrictInt, Field(ge=1, le=4294967295)]
-Uint32 = Annotated[StrictInt, Field(ge=0, le=4294967295)]
+Int = Annotated[StrictInt, BeforeValidator(plain_int)]
+Bool = Annotated[StrictBool, BeforeValidator(plain_bool)]
+Asn = Annotated[Int, Field(ge=1, le=4294967295)]
+Uint32 = Annotated[Int, Field(ge=0, le=4294967295)]
 AddressRange = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_checked(values.check_address_range))]
 LargeCommunity = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_checked(values.parse_large_community))]
 
@@ -96,9 +117,10 @@ def _resolve_community(value: str, info: ValidationInfo) -> str:
     except ValueError as exc:
         if ":" in value:
             raise _invalid(str(exc)) from None
-        defined = ", ".join(repr(a) for a in aliases) or "none"
+        names = [quote(a) for _, a in zip(range(6), aliases, strict=False)]
+        defined = ", ".join(names[:5]) + (f" and {len(aliases) - 5} more" if len(aliases) > 5 else "") or "none"
         raise _invalid(
-            f"{value!r} is neither a bgp-communities alias (defined: {defined}) nor a community in AA:NN form"
+            f"{quote(value)} is neither a bgp-communities alias (defined: {defined}) nor a community in AA:NN form"
         ) from None
 
 
@@ -146,7 +168,7 @@ class SelectorRequirement(_Model):
     @classmethod
     def _known_operator(cls, value: str) -> str:
         if value not in OPERATORS:
-            raise _invalid(f"unknown operator {value!r}: expected one of {', '.join(OPERATORS)}")
+            raise _invalid(f"unknown operator {quote(value)}: expected one of {', '.join(OPERATORS)}")
         return value
 
     @field_validator("values")
@@ -154,9 +176,9 @@ class SelectorRequirement(_Model):
     def _values_fit_operator(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         operator = info.data.get("operator")
         if operator in ("In", "NotIn") and not value:
-            raise _invalid(f"operator {operator!r} needs at least one value")
+            raise _invalid(f"operator {quote(operator)} needs at least one value")
         if operator in ("Exists", "DoesNotExist") and value:
-            raise _invalid(f"operator {operator!r} takes no values, got {show(list(value))}")
+            raise _invalid(f"operator {quote(operator)} takes no values, got {show(list(value))}")
         return value
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -174,7 +196,7 @@ class NodeSelector(_Model):
     """A Kubernetes label selector over node labels; all its terms must hold. Empty selects every node."""
 
     match_labels: dict[LabelKey, LabelValue] = {}
-    match_expressions: tuple[SelectorRequirement, ...] = ()
+    match_expressions: Annotated[tuple[SelectorRequirement, ...], BeforeValidator(_null_items)] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
@@ -191,20 +213,20 @@ class BfdProfile(_Model):
     """Accepted for MetalLB v0.12 compatibility and checked, but BFD itself is not supported."""
 
     name: Name
-    receive_interval: Annotated[StrictInt, Field(ge=10, le=60000)] | None = None
-    transmit_interval: Annotated[StrictInt, Field(ge=10, le=60000)] | None = None
-    detect_multiplier: Annotated[StrictInt, Field(ge=2, le=255)] | None = None
-    echo_interval: Annotated[StrictInt, Field(ge=10, le=60000)] | None = None
-    echo_mode: StrictBool = False
-    passive_mode: StrictBool = False
-    minimum_ttl: Annotated[StrictInt, Field(ge=1, le=254)] | None = None
+    receive_interval: Annotated[Int, Field(ge=10, le=60000)] | None = None
+    transmit_interval: Annotated[Int, Field(ge=10, le=60000)] | None = None
+    detect_multiplier: Annotated[Int, Field(ge=2, le=255)] | None = None
+    echo_interval: Annotated[Int, Field(ge=10, le=60000)] | None = None
+    echo_mode: Bool = False
+    passive_mode: Bool = False
+    minimum_ttl: Annotated[Int, Field(ge=1, le=254)] | None = None
 
 
 class BgpAdvertisement(_Model):
     """How an assigned IP is announced over BGP. ``communities`` are resolved to "AA:NN" form."""
 
-    aggregation_length: Annotated[StrictInt, Field(ge=0, le=32)] = 32
-    aggregation_length_v6: Annotated[StrictInt, Field(ge=0, le=128)] = 128
+    aggregation_length: Annotated[Int, Field(ge=0, le=32)] = 32
+    aggregation_length_v6: Annotated[Int, Field(ge=0, le=128)] = 128
     localpref: Uint32 | None = None
     communities: tuple[Community, ...] = ()
     large_communities: tuple[LargeCommunity, ...] = ()
@@ -212,9 +234,11 @@ class BgpAdvertisement(_Model):
     @field_validator("communities", "large_communities")
     @classmethod
     def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        repeated = sorted({c for c in value if value.count(c) > 1})
-        if repeated:
-            raise _invalid(f"community {repeated[0]} is listed more than once")
+        seen: set[str] = set()
+        for community in value:
+            if community in seen:
+                raise _invalid(f"community {quote(community)} is listed more than once")
+            seen.add(community)
         return value
 
 
@@ -224,16 +248,27 @@ class AddressPool(_Model):
     name: Name
     protocol: Annotated[Literal["layer2", "bgp"], BeforeValidator(_scalar_text)]
     addresses: tuple[AddressRange, ...]
-    auto_assign: StrictBool = True
-    avoid_buggy_ips: StrictBool = False
-    bgp_advertisements: tuple[BgpAdvertisement, ...] = ()
-    node_selectors: tuple[NodeSelector, ...] = ()
+    auto_assign: Bool = True
+    avoid_buggy_ips: Bool = False
+    bgp_advertisements: Annotated[tuple[BgpAdvertisement, ...], BeforeValidator(_null_items)] = ()
+    node_selectors: Annotated[tuple[NodeSelector, ...], BeforeValidator(_null_items)] = ()
 
     @field_validator("addresses")
     @classmethod
     def _some_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise _invalid("must list at least one address range (CIDR or first-last)")
+        return value
+
+    @field_validator("bgp_advertisements", mode="before")
+    @classmethod
+    def _only_in_bgp_pools(cls, value: Any, info: ValidationInfo) -> Any:
+        # Checked before the advertisements themselves: in a layer2 pool their content does not matter.
+        protocol = info.data.get("protocol")
+        if protocol not in (None, "bgp") and value:
+            name = info.data.get("name")
+            pool = f"pool {quote(name)}" if name is not None else "this pool"
+            raise _invalid(f"only valid in a bgp pool, {pool} is {protocol}")
         return value
 
     @model_validator(mode="after")
@@ -248,6 +283,15 @@ class AddressPool(_Model):
     @cached_property
     def ipset(self) -> IPSet:
         return IPSet.from_ranges(self.addresses)
+
+    def size(self, version: int) -> int:
+        """How many addresses of IP ``version`` the controller can hand out from this pool: those of its
+        ranges, less the ones ending in .0 and .255 when ``avoid_buggy_ips`` (``ipset.count_buggy``, the
+        rule the controller counts and allocates by)."""
+        total = 0
+        for first, last in self.ipset.intervals(version):
+            total += last - first + 1 - (count_buggy(version, first, last) if self.avoid_buggy_ips else 0)
+        return total
 
 
 def _duration(field: str, minimum: int) -> Callable[[Any, ValidationInfo], Any]:
@@ -289,7 +333,7 @@ class Peer(_Model):
     peer_address: Annotated[Text, AfterValidator(_checked(lambda v: values.parse_ip_text(v, "peer-address")))]
     peer_asn: Asn
     my_asn: Asn
-    peer_port: Annotated[StrictInt, Field(ge=0, le=65535), AfterValidator(lambda v: v or DEFAULT_PEER_PORT)] = (
+    peer_port: Annotated[Int, Field(ge=0, le=65535), AfterValidator(lambda v: v or DEFAULT_PEER_PORT)] = (
         DEFAULT_PEER_PORT
     )
     hold_time: Annotated[float, BeforeValidator(_duration("hold-time", 3))] = DEFAULT_HOLD_TIME
@@ -304,8 +348,8 @@ class Peer(_Model):
         default=None, repr=False
     )
     password_secret: SecretRef | None = None
-    ebgp_multihop: StrictBool = False
-    node_selectors: tuple[NodeSelector, ...] = ()
+    ebgp_multihop: Bool = False
+    node_selectors: Annotated[tuple[NodeSelector, ...], BeforeValidator(_null_items)] = ()
     bfd_profile: Annotated[Text | None, AfterValidator(lambda v: v if v is None else _optional_text(v))] = None
 
     @model_validator(mode="after")

@@ -1,7 +1,12 @@
 """From the YAML of one ConfigMap to a validated ``Config``, collecting every error of the document.
 
 Each pool, peer and BFD profile is validated on its own, so one broken entry does not hide the errors
-of the others, and the cross-object checks still run over the entries that are valid.
+of the others, and the cross-object checks still run over the entries that are valid (pool names over
+every pool that has one). A null entry (``-`` alone) is an entry with every field at its default, as Go
+decodes it. At most ``MAX_MESSAGES`` errors are reported, then how many more there were.
+
+Cost: the YAML bounds of ``yamlload`` (1 MiB, 100,000 values) bound everything here; validation is
+linear in the values, the overlap check n log n in the address entries.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from lbspeaker.config import checks
 from lbspeaker.config.checks import Located
 from lbspeaker.config.errors import (
     ConfigError,
+    capped,
     document_order,
     join_path,
     prefixed,
@@ -81,6 +87,8 @@ def _validate_items(
     errors: list[str] = []
     for i, item in enumerate(raw):
         path = f"{section}[{i}]"
+        if item is None:
+            item = {}
         try:
             # by_name=False: YAML must use MetalLB's kebab-case keys; "auto_assign" is an unknown key there.
             item_model = model.model_validate(item, context=context, by_alias=True, by_name=False)
@@ -95,7 +103,7 @@ def _communities(raw: dict[Any, Any]) -> tuple[dict[str, str], list[str]]:
     errors: list[str] = []
     for key, value in raw.items():
         # Go decodes both sides of this map as strings, whatever scalar the YAML holds.
-        alias = str(key).lower() if isinstance(key, bool) else str(key)
+        alias = str(key).lower() if isinstance(key, bool) else "" if key is None else str(key)
         path = join_path("bgp-communities", alias)
         if not alias.strip():
             errors.append(f"{path}: alias must not be empty")
@@ -108,6 +116,16 @@ def _communities(raw: dict[Any, Any]) -> tuple[dict[str, str], list[str]]:
         except ValueError as exc:
             errors.append(f"{path}: {exc}")
     return found, errors
+
+
+def _raw_pool_names(raw: list[Any]) -> list[Located[str]]:
+    """The name of every pool that has a usable one, valid pool or not."""
+    names = []
+    for i, item in enumerate(raw):
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name.strip():
+            names.append(Located(str(name), f"address-pools[{i}]", order=(0, i)))
+    return names
 
 
 def config_from_data(data: Any, source: str | None = None) -> Config:
@@ -148,10 +166,10 @@ def config_from_data(data: Any, source: str | None = None) -> Config:
         errors += checks.check_pool(pool)
     errors += checks.check_bfd_names(profiles)
     errors += checks.check_peer_duplicates(peers)
-    errors += checks.check_pool_names(pools)
+    errors += checks.check_pool_names(_raw_pool_names(sections.get("address-pools", [])))
     errors += checks.check_overlaps(pools)
     if errors:
-        raise ConfigError(prefixed(source, document_order(errors)))
+        raise ConfigError(prefixed(source, capped(document_order(errors))))
     return Config(
         address_pools=tuple(p.item for p in pools),
         peers=tuple(p.item for p in peers),

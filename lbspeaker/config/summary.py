@@ -1,6 +1,8 @@
 """A human-readable summary of a validated configuration, for ``lbspeaker config check`` and logs.
 
-Never shows BGP passwords: only whether one is set and where it comes from.
+Pool sizes are what the controller can hand out (``AddressPool.size``: after avoid-buggy-ips, the
+count ``lbspeaker status`` shows as the total). Never shows BGP passwords: only whether one is set and
+where it comes from.
 """
 
 from __future__ import annotations
@@ -44,11 +46,15 @@ def _advertisement(adv: BgpAdvertisement) -> str:
 
 def _pool(pool: AddressPool) -> list[str]:
     flags = f"{pool.protocol}, auto-assign {_yes(pool.auto_assign)}, avoid-buggy-ips {_yes(pool.avoid_buggy_ips)}"
-    sizes = [f"{pool.ipset.size(v)} IPv{v}" for v in pool.ipset.families]
+    sizes = [f"{pool.size(v)} IPv{v}" for v in pool.ipset.families]
+    skipped = sum(pool.ipset.size(v) - pool.size(v) for v in pool.ipset.families)
+    size = f"{', '.join(sizes)} addresses"
+    if skipped:
+        size += f" ({skipped} ending in .0 or .255 skipped by avoid-buggy-ips)"
     lines = [
         f"  {pool.name}: {flags}",
         f"    addresses: {', '.join(pool.addresses)}",
-        f"    size: {', '.join(sizes)} addresses",
+        f"    size: {size}",
         f"    announced from: {_nodes(pool.node_selectors)}",
     ]
     for k, adv in enumerate(pool.bgp_advertisements, 1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from lbspeaker.config.errors import quote
 from lbspeaker.ipset import parse_range
 
 # Go's time.ParseDuration units, in seconds. Both micro signs are accepted, as Go does.
@@ -17,6 +18,7 @@ _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
 
 MAX_BGP_TIMER = 65535  # hold time and keepalive are 16-bit second counts on the wire (RFC 4271)
 MAX_MD5_KEY = 80  # TCP_MD5SIG_MAXKEYLEN in Linux: a longer key makes the socket option fail at run time
+MAX_RANGE_TEXT = 100  # "first - last" of two full IPv6 addresses is 81 characters
 
 
 def parse_go_duration(text: str) -> float:
@@ -26,15 +28,15 @@ def parse_go_duration(text: str) -> float:
     if body == "0":
         return 0.0
     if not body:
-        raise ValueError(f"invalid duration {text!r}: empty")
+        raise ValueError(f"invalid duration {quote(text)}: empty")
     total = 0.0
     pos = 0
     while pos < len(body):
         match = _DURATION_PART.match(body, pos)
         if match is None:
             if body[pos:].replace(".", "").isdigit():
-                raise ValueError(f"invalid duration {text!r}: missing unit (for example '{body}s')")
-            raise ValueError(f"invalid duration {text!r}: expected numbers with units ns, us, ms, s, m or h")
+                raise ValueError(f"invalid duration {quote(text)}: missing unit (for example '{body}s')")
+            raise ValueError(f"invalid duration {quote(text)}: expected numbers with units ns, us, ms, s, m or h")
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     return -total if raw.startswith("-") else total
@@ -49,12 +51,12 @@ def parse_bgp_timer(text: str, field: str, minimum: int) -> float:
     """A BGP timer: a Go duration rounded down to whole seconds (as MetalLB does), 0 or minimum..65535 s."""
     seconds = parse_go_duration(text)
     if seconds < 0:
-        raise ValueError(f"invalid {field} {text!r}: must not be negative")
+        raise ValueError(f"invalid {field} {quote(text)}: must not be negative")
     whole = float(int(seconds))
     if seconds > 0 and whole < minimum:
-        raise ValueError(f"invalid {field} {text!r}: must be 0 or at least {minimum}s")
+        raise ValueError(f"invalid {field} {quote(text)}: must be 0 or at least {minimum}s")
     if whole > MAX_BGP_TIMER:
-        raise ValueError(f"invalid {field} {text!r}: must be at most {MAX_BGP_TIMER}s")
+        raise ValueError(f"invalid {field} {quote(text)}: must be at most {MAX_BGP_TIMER}s")
     return whole
 
 
@@ -69,11 +71,13 @@ def parse_community(text: str) -> str:
     """A standard community "AA:NN" (two 16-bit numbers), normalised (no leading zeros)."""
     parts = text.strip().split(":")
     if len(parts) != 2:
-        raise ValueError(f"invalid community {text!r}: expected AA:NN with two 16-bit numbers")
+        raise ValueError(f"invalid community {quote(text)}: expected AA:NN with two 16-bit numbers")
     values = [_uint(p, 16) for p in parts]
     for name, part, value in zip(("first", "second"), parts, values, strict=True):
         if value is None:
-            raise ValueError(f"invalid community {text!r}: {name} part {part!r} is not a number from 0 to 65535")
+            raise ValueError(
+                f"invalid community {quote(text)}: {name} part {quote(part)} is not a number from 0 to 65535"
+            )
     return f"{values[0]}:{values[1]}"
 
 
@@ -81,12 +85,12 @@ def parse_large_community(text: str) -> str:
     """A large community "A:B:C" (RFC 8092: three 32-bit numbers), normalised."""
     parts = text.strip().split(":")
     if len(parts) != 3:
-        raise ValueError(f"invalid large community {text!r}: expected A:B:C with three 32-bit numbers")
+        raise ValueError(f"invalid large community {quote(text)}: expected A:B:C with three 32-bit numbers")
     values = [_uint(p, 32) for p in parts]
     for name, part, value in zip(("first", "second", "third"), parts, values, strict=True):
         if value is None:
             raise ValueError(
-                f"invalid large community {text!r}: {name} part {part!r} is not a number from 0 to 4294967295"
+                f"invalid large community {quote(text)}: {name} part {quote(part)} is not a number from 0 to 4294967295"
             )
     return ":".join(str(v) for v in values)
 
@@ -96,14 +100,16 @@ def parse_ip_text(text: str, field: str, version: int | None = None) -> str:
     try:
         ip = ipaddress.ip_address(text.strip())
     except ValueError:
-        raise ValueError(f"invalid {field} {text!r}: not an IP address") from None
+        raise ValueError(f"invalid {field} {quote(text)}: not an IP address") from None
     if version is not None and ip.version != version:
-        raise ValueError(f"invalid {field} {text!r}: must be an IPv{version} address")
+        raise ValueError(f"invalid {field} {quote(text)}: must be an IPv{version} address")
     return str(ip)
 
 
 def check_address_range(text: str) -> str:
     """A pool address entry (CIDR, "a-b" range or single address), stripped; ValueError if malformed."""
+    if len(text) > MAX_RANGE_TEXT:  # parse_range's messages quote the text whole
+        raise ValueError(f"invalid address range {quote(text)}: too long for a CIDR or a first-last range")
     parse_range(text)
     return text.strip()
 
@@ -130,10 +136,10 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 def check_label_key(key: str) -> str:
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        raise ValueError(f"invalid label key {key!r}: prefix {prefix!r} must be a lowercase DNS subdomain")
+        raise ValueError(f"invalid label key {quote(key)}: prefix {quote(prefix)} must be a lowercase DNS subdomain")
     if len(name) > 63 or not _LABEL_NAME.match(name):
         raise ValueError(
-            f"invalid label key {key!r}: name must be 1-63 characters, alphanumeric, '-', '_' or '.', "
+            f"invalid label key {quote(key)}: name must be 1-63 characters, alphanumeric, '-', '_' or '.', "
             "starting and ending alphanumeric"
         )
     return key
@@ -142,7 +148,7 @@ def check_label_key(key: str) -> str:
 def check_label_value(value: str) -> str:
     if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
         raise ValueError(
-            f"invalid label value {value!r}: must be empty or 1-63 characters, alphanumeric, '-', '_' or '.', "
+            f"invalid label value {quote(value)}: must be empty or 1-63 characters, alphanumeric, '-', '_' or '.', "
             "starting and ending alphanumeric"
         )
     return value
@@ -150,7 +156,7 @@ def check_label_value(value: str) -> str:
 
 def check_dns_subdomain(text: str, field: str) -> str:
     if len(text) > 253 or not _DNS_SUBDOMAIN.match(text):
-        raise ValueError(f"invalid {field} {text!r}: must be a lowercase DNS subdomain name")
+        raise ValueError(f"invalid {field} {quote(text)}: must be a lowercase DNS subdomain name")
     return text
 
 
