@@ -50,12 +50,16 @@ def ignored_because(cm: JSON, namespace: str, config_name: str) -> str | None:
     where = meta.get("namespace")
     if where is not None and where != namespace:
         if where == METALLB_NAMESPACE:
-            return (f"it is in MetalLB's namespace {where}, and lbspeaker reads ConfigMaps in {namespace} only: "
-                    f"change metadata.namespace to {namespace} (the schema needs no change)")
+            return (
+                f"it is in MetalLB's namespace {where}, and lbspeaker reads ConfigMaps in {namespace} only: "
+                f"change metadata.namespace to {namespace} (the schema needs no change)"
+            )
         return f"it is in namespace {where}, and lbspeaker reads ConfigMaps in {namespace} only: move it there"
     if not is_part(cm, config_name):
-        return (f"lbspeaker reads the ConfigMap named {config_name!r} and those labelled {CONFIG_LABEL}: "
-                f"rename it or add the label {CONFIG_LABEL}: \"true\"")
+        return (
+            f"lbspeaker reads the ConfigMap named {config_name!r} and those labelled {CONFIG_LABEL}: "
+            f'rename it or add the label {CONFIG_LABEL}: "true"'
+        )
     return None
 
 
