@@ -43,16 +43,18 @@ def check_pool(pool: Located[AddressPool]) -> list[str]:
 
     (That a layer2 pool has no advertisements is checked by the model, before their content.) An
     aggregation length must not be shorter than the widest prefix of any address entry of its family;
-    the message names the entry with the widest one. Linear in advertisements plus addresses.
+    the message names the entry that needs the longest one. Linear in advertisements plus addresses.
     """
     p = pool.item
     errors: list[str] = []
     if p.protocol != "bgp":
         return errors
-    widest: dict[int, tuple[int, int]] = {}  # IP version -> (widest prefix length, index of its entry)
+    # IP version -> (the longest of the entries' widest prefix lengths, index of that entry): an
+    # aggregation length at least that long fits every entry of the family.
+    widest: dict[int, tuple[int, int]] = {}
     for j, text in enumerate(p.addresses):
         version, length = widest_prefix_len(text)
-        if version not in widest or length < widest[version][0]:
+        if version not in widest or length > widest[version][0]:
             widest[version] = (length, j)
     seen: dict[object, int] = {}
     for k, adv in enumerate(p.bgp_advertisements):
