@@ -13,8 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from lbspeaker.config.errors import join_path, quote
 from lbspeaker.config.models import AddressPool, BfdProfile, Peer
-from lbspeaker.config.values import format_seconds, widest_prefix_len
-from lbspeaker.ipset import parse_range, to_ip
+from lbspeaker.config.values import address_range, format_seconds, widest_prefix_len
+from lbspeaker.ipset import to_ip
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ def check_overlaps(pools: Sequence[Located[AddressPool]]) -> list[str]:
     spans = []
     for pool in pools:
         for j, text in enumerate(pool.item.addresses):
-            version, first, last = parse_range(text)
+            version, first, last = address_range(text)
             spans.append(_Span(version, first, last, pool, j))
     spans.sort(key=lambda s: (s.version, s.first, s.last))
     errors = []

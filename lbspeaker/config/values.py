@@ -6,6 +6,7 @@ so the model layer can put it behind the field's path unchanged.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -106,26 +107,47 @@ def parse_ip_text(text: str, field: str, version: int | None = None) -> str:
     return str(ip)
 
 
-def check_address_range(text: str) -> str:
-    """A pool address entry (CIDR, "a-b" range or single address), stripped; ValueError if malformed."""
+@functools.lru_cache(maxsize=1 << 17)
+def address_range(text: str) -> tuple[int, int, int]:
+    """(IP version, first, last) of a pool address entry (CIDR, "a-b" range or single address).
+
+    ValueError naming the entry if malformed. Cached: validation, the checks and the summary all need
+    the bounds of the same entries, and parsing an address is the costly step of a large pool.
+    """
     if len(text) > MAX_RANGE_TEXT:  # parse_range's messages quote the text whole
         raise ValueError(f"invalid address range {quote(text)}: too long for a CIDR or a first-last range")
-    parse_range(text)
+    return parse_range(text)
+
+
+def check_address_range(text: str) -> str:
+    """A pool address entry, stripped; ValueError if malformed."""
+    address_range(text)
     return text.strip()
 
 
-def widest_prefix_len(text: str) -> tuple[int, int]:
-    """(IP version, shortest prefix length) of the CIDR blocks that exactly cover an address entry.
+def widest_prefix(version: int, first: int, last: int) -> int:
+    """The shortest prefix length among the CIDR blocks that exactly cover ``first..last``.
 
-    A range is cut into the minimal list of CIDR blocks; aggregating to a prefix shorter than the widest of
-    those would announce addresses outside the pool. That is MetalLB's rule for aggregation-length.
+    A range is cut into the minimal list of CIDR blocks; aggregating to a prefix shorter than the widest
+    of those would announce addresses outside the pool. That is MetalLB's rule for aggregation-length.
+    Greedy over aligned blocks, at most two per bit: O(address bits), no address objects.
     """
-    version, first, last = parse_range(text)
-    if version == 4:
-        v4 = ipaddress.summarize_address_range(ipaddress.IPv4Address(first), ipaddress.IPv4Address(last))
-        return version, min(net.prefixlen for net in v4)
-    v6 = ipaddress.summarize_address_range(ipaddress.IPv6Address(first), ipaddress.IPv6Address(last))
-    return version, min(net.prefixlen for net in v6)
+    bits = 32 if version == 4 else 128
+    widest = bits
+    cursor = first
+    while cursor <= last:
+        aligned = cursor & -cursor if cursor else 1 << bits  # the largest block that may start at cursor
+        fits = 1 << ((last - cursor + 1).bit_length() - 1)  # the largest block the rest can hold
+        size = min(aligned, fits)
+        widest = min(widest, bits - (size.bit_length() - 1))
+        cursor += size
+    return widest
+
+
+def widest_prefix_len(text: str) -> tuple[int, int]:
+    """(IP version, ``widest_prefix``) of an address entry."""
+    version, first, last = address_range(text)
+    return version, widest_prefix(version, first, last)
 
 
 # Kubernetes label syntax (apimachinery validation): a qualified name, optionally "dns-prefix/name".

@@ -21,7 +21,6 @@ rejected like Go does. Cost: linear in the document, with libyaml's parser when 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
@@ -49,7 +48,7 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 
 PLAIN_TAG = "tag:lbspeaker,2024:plain"
-_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
 
 
 class _Limits(Composer):
@@ -105,7 +104,7 @@ def _where(event: Any) -> str:
 class _GoTyping(Resolver):
     def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str:
         if kind is ScalarNode and implicit[0]:  # an unquoted scalar without a tag
-            if _NULL.match(value):
+            if value in _NULLS:
                 return "tag:yaml.org,2002:null"
             return "tag:yaml.org,2002:merge" if value == "<<" else PLAIN_TAG
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call,no-any-return]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from lbspeaker.config.values import (
     parse_community,
     parse_go_duration,
     parse_large_community,
+    widest_prefix,
     widest_prefix_len,
 )
 
@@ -178,3 +181,17 @@ def test_bad_communities(text: str) -> None:
 )
 def test_widest_prefix_of_an_entry(text: str, expected: tuple[int, int]) -> None:
     assert widest_prefix_len(text) == expected
+
+
+@given(version=st.sampled_from([4, 6]), data=st.data())
+def test_widest_prefix_agrees_with_ipaddress(version: int, data: st.DataObject) -> None:
+    bits = 32 if version == 4 else 128
+    first = data.draw(st.integers(0, (1 << bits) - 1))
+    last = data.draw(
+        st.integers(
+            first, min((1 << bits) - 1, first + data.draw(st.sampled_from([0, 1, 255, 1 << 20, 1 << (bits - 1)])))
+        )
+    )
+    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    expected = min(net.prefixlen for net in ipaddress.summarize_address_range(cls(first), cls(last)))
+    assert widest_prefix(version, first, last) == expected
