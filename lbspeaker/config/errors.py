@@ -100,48 +100,12 @@ def show(value: Any) -> str:
         return str(value) if len(value) <= MAX_SHOWN else quote(value)  # a number or boolean as written
     else:
         return quote(value)
-    text = _bounded_repr(value, MAX_SHOWN + 1)
+    text = repr(value)  # the YAML bounds keep this small enough to build whole, aliases expanded
     return f"{kind} {text}" if len(text) <= MAX_SHOWN else f"{kind} {text[: MAX_SHOWN - 3]}..."
 
 
-def _bounded_repr(value: Any, limit: int) -> str:
-    """repr() of nested lists and mappings, stopping once ``limit`` characters are produced.
-
-    A list or mapping of the input may share parts through YAML aliases; a plain repr() would walk
-    every repetition, this stops early.
-    """
-    out: list[str] = []
-    size = 0
-
-    def emit(text: str) -> bool:
-        nonlocal size
-        out.append(text)
-        size += len(text)
-        return size < limit
-
-    def walk(item: Any) -> bool:
-        if isinstance(item, dict):
-            if not emit("{"):
-                return False
-            for n, (k, v) in enumerate(item.items()):
-                if (n and not emit(", ")) or not emit(quote(k, limit)) or not emit(": ") or not walk(v):
-                    return False
-            return emit("}")
-        if isinstance(item, list | tuple):
-            if not emit("["):
-                return False
-            for n, v in enumerate(item):
-                if (n and not emit(", ")) or not walk(v):
-                    return False
-            return emit("]")
-        return emit(quote(item, limit))
-
-    walk(value)
-    return "".join(out)[:limit]
-
-
 def _did_you_mean(key: object) -> str:
-    if not isinstance(key, str) or len(key) > MAX_SHOWN:  # difflib is quadratic; no schema key is that long
+    if not isinstance(key, str):
         return ""
     close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -164,3 +164,17 @@ def test_checks_are_not_quadratic() -> None:
         f"  bgp-advertisements: [{advertisements}, {{communities: [{communities}]}}]\n"
     )
     assert len(cfg.address_pools[0].bgp_advertisements) == n + 1
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("peers: [{my-asn: !!int 1e999}]\n", "invalid YAML: a tagged value cannot be read: \"invalid literal for int()"),
+        ("a: !!timestamp never\n", "invalid YAML: a tagged value cannot be read: "),
+        ("a: !!binary 'not base64!'\n", "invalid YAML: "),
+        ("a: !custom x\n", "invalid YAML: could not determine a constructor for the tag '!custom'"),
+    ],
+)
+def test_explicitly_tagged_values_that_cannot_be_read(document: str, expected: str) -> None:
+    (error,) = _errors(document)
+    assert error.startswith(expected), error
