@@ -71,7 +71,7 @@ def _scalar_text(value: Any) -> Any:
     Python caller's number, becomes its text too. Null (a null list item) is Go's zero value, "".
     """
     if isinstance(value, str):
-        return str(value)  # a plain str, never the Plain subclass, once validated
+        return value  # pydantic stores a plain str, never the Plain subclass
     if value is None:
         return ""
     if isinstance(value, bool):
