@@ -83,10 +83,15 @@ def test_every_case_file_is_collected() -> None:
     assert set(FIELD) <= {p.stem for p in BAD}
 
 
-@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.stem)
-def test_metallb_accepts_so_do_we(path: Path, parser: str, capsys: pytest.CaptureFixture[str]) -> None:
+def _check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main([str(path)])
     out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.stem)
+def test_metallb_accepts_so_do_we(path: Path, parser: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _check(path, capsys)
     assert code == 0, err
     assert err == ""
     assert out.startswith("address pools (")
@@ -94,8 +99,7 @@ def test_metallb_accepts_so_do_we(path: Path, parser: str, capsys: pytest.Captur
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
 def test_metallb_rejects_so_do_we_naming_the_field(path: Path, parser: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main([str(path)])
-    out, err = capsys.readouterr()
+    code, out, err = _check(path, capsys)
     assert code == 1, out
     assert out == ""
     lines = err.splitlines()
