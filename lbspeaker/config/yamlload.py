@@ -176,9 +176,13 @@ def _syntax_error(exc: yaml.YAMLError) -> str:
 
 
 def check_size(text: str, limit: int = MAX_DOCUMENT_BYTES) -> None:
-    """ConfigError when ``text`` is longer than ``limit`` bytes in UTF-8 (checked before any parsing)."""
-    if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
-        size = len(text.encode("utf-8", "surrogatepass"))
+    """ConfigError when ``text`` is longer than ``limit`` bytes in UTF-8, or not encodable (checked before
+    any parsing; a lone surrogate can come in through JSON from the API server)."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ConfigError([f"not valid Unicode text: {exc.reason} (character {exc.start})"]) from None
+    if size > limit:
         raise ConfigError([f"the document is {size} bytes, more than the {limit // 1024} KiB allowed; refusing to "
                            "read it"])  # fmt: skip
 
@@ -187,7 +191,7 @@ def load_documents(text: str, limit: int = MAX_DOCUMENT_BYTES) -> list[Any]:
     """Every document of a YAML stream (empty ones included as None); ConfigError on syntax errors,
     duplicate keys or a stream beyond the bounds. ``limit`` bounds the whole stream in bytes."""
     check_size(text, limit)
-    loader = _Loader(text)
+    loader = _Loader(text)  # after check_size: the text encodes as UTF-8, so this cannot fail
     try:
         docs = []
         while loader.check_node():

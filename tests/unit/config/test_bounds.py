@@ -178,3 +178,9 @@ def test_checks_are_not_quadratic() -> None:
 def test_explicitly_tagged_values_that_cannot_be_read(document: str, expected: str) -> None:
     (error,) = _errors(document)
     assert error.startswith(expected), error
+
+
+def test_text_that_is_not_valid_unicode() -> None:
+    # JSON from the API server can carry a lone surrogate, which no YAML parser accepts.
+    assert _errors("a: \ud800\n") == ["not valid Unicode text: surrogates not allowed (character 3)"]
+    assert _errors("a: \x00\n")[0].startswith("invalid YAML: unacceptable character #x0000")

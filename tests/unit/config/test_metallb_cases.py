@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lbspeaker.config import yamlload
+from lbspeaker.config import BgpAdvertisement, NodeSelector, load_file, parse_config, selects, yamlload
 from lbspeaker.config.check import main
+from lbspeaker.speaker.bgp import peers_for_node
 
 CASES = Path(__file__).parent / "metallb_cases"
 GOOD = sorted((CASES / "good").glob("*.yaml"))
@@ -109,3 +110,21 @@ def test_metallb_rejects_so_do_we_naming_the_field(path: Path, parser: str, caps
     field = FIELD.get(path.stem)
     if field is not None:
         assert any(line.startswith(f"{path}: {field}: ") for line in lines), (field, lines)
+
+
+def test_simple_advertisement_is_one_advertisement_with_every_default() -> None:
+    cfg = load_file(str(CASES / "good" / "26-simple-advertisement.yaml"))
+    assert cfg.address_pools[0].bgp_advertisements == (BgpAdvertisement(),)
+
+
+def test_a_null_node_selector_selects_every_node() -> None:
+    cfg = parse_config(
+        "peers:\n- {peer-address: 192.0.2.1, peer-asn: 64501, my-asn: 64500, node-selectors: [null]}\n"
+        "address-pools:\n- {name: p, protocol: layer2, addresses: [192.0.2.0/24], node-selectors: [~]}\n"
+    )
+    (peer,) = cfg.peers
+    assert peer.node_selectors == (NodeSelector(),)
+    assert selects(peer.node_selectors, {}) and selects(peer.node_selectors, {"kubernetes.io/hostname": "n1"})
+    assert selects(cfg.address_pools[0].node_selectors, {"rack": "a"})
+    peers, problems = peers_for_node(cfg, "n1", {"rack": "a"}, {}, "192.0.2.11")
+    assert [p.peer_address for p in peers] == ["192.0.2.1"] and problems == []
