@@ -14,10 +14,11 @@ Bounds. A document may hold at most ``MAX_DOCUMENT_BYTES`` (1 MiB, the API serve
 ConfigMap), nest at most ``MAX_DEPTH`` collections deep, and expand to at most ``MAX_NODES`` values
 counting every alias as the whole subtree it stands for (its size is known once its anchor is
 composed). The count is kept while composing, so a "billion laughs" document of a few hundred bytes is
-rejected at the alias that passes the bound, before anything walks the expanded tree. An alias inside its own anchor (a recursive document) is
-rejected like Go does. Cost: linear in the document, with libyaml's event parser when installed (the
-composer and constructor are Python): about 15 us per value, so about 1-1.5 s for the largest
-documents accepted, and 0.1 ms to refuse the attacks (``hack/bench/config_parse.py``).
+rejected at the alias that passes the bound, before anything walks the expanded tree. An alias inside
+its own anchor (a recursive document) is rejected like Go does. Cost: linear in the document, with
+libyaml's event parser when installed (the composer and constructor are Python): about 15 us per
+value, so about 1-1.5 s for the largest documents accepted, and 0.1 ms to refuse the attacks
+(``hack/bench/config_parse.py``).
 """
 
 from __future__ import annotations
