@@ -201,8 +201,9 @@ def load_documents(text: str, limit: int = MAX_DOCUMENT_BYTES) -> list[Any]:
         raise ConfigError([_syntax_error(exc)]) from None
     except ConfigError:  # the bounds, raised while composing
         raise
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-        # A value with an explicit tag its constructor cannot read (``!!int 1e999``, ``!!timestamp x``).
+    except Exception as exc:  # PyYAML's constructors fail in many ways on odd input
+        # A value with an explicit tag its constructor cannot read (``!!int 1e999``, ``!!int`` alone,
+        # ``!!timestamp x``): PyYAML raises ValueError, IndexError, AttributeError... instead of YAMLError.
         raise ConfigError([f"invalid YAML: a tagged value cannot be read: {quote(str(exc), 120)}"]) from None
     finally:
         loader.dispose()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbspeaker.config import ConfigError, parse_config, parse_configmap
 from lbspeaker.config.errors import MAX_MESSAGES, MAX_SHOWN
-from lbspeaker.config.load import MAX_FILE_BYTES, read_text
+from lbspeaker.config.load import MAX_FILE_BYTES, load_inputs, read_text
 from lbspeaker.config.yamlload import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES, load_document
 
 
@@ -171,6 +173,7 @@ def test_checks_are_not_quadratic() -> None:
     [
         ("peers: [{my-asn: !!int 1e999}]\n", 'invalid YAML: a tagged value cannot be read: "invalid literal for int'),
         ("a: !!timestamp never\n", "invalid YAML: a tagged value cannot be read: "),
+        ("a: !!int\n", "invalid YAML: a tagged value cannot be read: "),
         ("a: !!binary 'not base64!'\n", "invalid YAML: "),
         ("a: !custom x\n", "invalid YAML: could not determine a constructor for the tag '!custom'"),
     ],
@@ -184,3 +187,25 @@ def test_text_that_is_not_valid_unicode() -> None:
     # JSON from the API server can carry a lone surrogate, which no YAML parser accepts.
     assert _errors("a: \ud800\n") == ["not valid Unicode text: surrogates not allowed (character 3)"]
     assert _errors("a: \x00\n")[0].startswith("invalid YAML: unacceptable character #x0000")
+
+
+_TOKENS = st.one_of(
+    st.sampled_from(
+        ["address-pools", "peers", "name", "protocol", "addresses", "bgp-advertisements", "node-selectors", ": ",
+         "- ", "\n", "  ", "[", "]", "{", "}", ", ", "&a ", "*a", "<<", "!!int", "!!str", "~", "192.0.2.0/24", "1:2",
+         "kind: ConfigMap", "data", "config: |", "password", "my-asn", "0x1", "yes", "'", '"', "#", "%", "?", "|", ">"]
+    ),
+    st.text(alphabet="-:[]{}&*!|>'\"#%@`,?~ \n\tab01./\\\u00e9\ud800\x00", max_size=4),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(_TOKENS, max_size=30))
+def test_no_input_raises_anything_but_a_config_error(parts: list[str]) -> None:
+    text = "".join(parts)
+    try:
+        parse_config(text)
+    except ConfigError as exc:
+        assert exc.errors
+    loaded = load_inputs([("f.yaml", text)])
+    assert (loaded.config is None) == bool(loaded.errors)
