@@ -33,7 +33,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["ip_key", "owner", "owners", "score"]
+__all__ = ["Scorer", "ip_key", "owner", "owners", "score"]
 
 _PERSON = b"lbspeaker/hrw1"
 _DIGEST_SIZE = 8
@@ -118,3 +118,31 @@ def owners(
             if chosen is not None:
                 result[ip] = chosen
     return result
+
+
+class Scorer:
+    """Rendezvous digests with the per-node hashers kept between calls (for incremental elections).
+
+    ``digest(node, key)`` orders exactly as ``score`` does (equal-length big-endian bytes), and
+    ``best(key, candidates)`` returns the winner and its digest, ties to the smaller name as ``owner``.
+    Memory: one primed hasher per node seen.
+    """
+
+    def __init__(self) -> None:
+        self._primed: dict[str, hashlib.blake2b] = {}
+
+    def digest(self, node: str, key: bytes) -> bytes:
+        hasher = self._primed.get(node)
+        if hasher is None:
+            hasher = self._primed[node] = _primed(node)
+        return _digest(hasher, key)
+
+    def best(self, key: bytes, candidates: Iterable[str]) -> tuple[str | None, bytes]:
+        winner = _best(key, candidates, self._primed)
+        return winner, (self.digest(winner, key) if winner is not None else b"")
+
+    def beats(self, node: str, digest: bytes, owner: str | None, owner_digest: bytes) -> bool:
+        """Whether ``node`` (with ``digest``) wins over the current owner (with ``owner_digest``)."""
+        if owner is None:
+            return True
+        return digest > owner_digest or (digest == owner_digest and node < owner)

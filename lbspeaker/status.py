@@ -26,7 +26,7 @@ from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.rest import JSON, Rest, path_for
 from lbspeaker.objects import is_load_balancer, node_view, services_from_cache, status_ips
 from lbspeaker.speaker import layer2
-from lbspeaker.speaker.lease import HEARTBEAT_ANNOTATION, Link, lease_inputs, node_of, parse_link
+from lbspeaker.speaker.lease import Link, speaker_lease
 
 LEASE_NOTE = ("ANNOUNCED-BY: the per-IP election recomputed from speaker Leases (alive = Lease current); "
               "speakers also use heartbeats, so it can lag a failure by up to one Lease duration")
@@ -43,13 +43,12 @@ def announced_by(cfg: Config | None, services: list[JSON], nodes: list[JSON], sl
     alive: set[str] = set()
     links: dict[str, Link] = {}
     for lease in leases:
-        node = node_of(lease)
-        if node is None:
+        view = speaker_lease(lease)
+        if view is None:
             continue
-        got = lease_inputs(lease, HEARTBEAT_ANNOTATION)
-        if got.holder and got.renew_time is not None and got.renew_time + got.duration > wall_now:
-            alive.add(node)
-        links[node] = parse_link((lease.get("metadata") or {}).get("annotations") or {})
+        if view.holder and not view.left and view.renew_time is not None and view.renew_time + view.duration > wall_now:
+            alive.add(view.node)
+        links[view.node] = view.link
     views = {v.name: v for v in (node_view(n) for n in nodes)}
     plan = layer2.plan(cfg, services_from_cache(services, slices, lb_class), views, links, alive)
     out = {ip: d.owner or "<none>" for ip, d in plan.l2.items()}

@@ -1,31 +1,34 @@
-"""The speaker's reconcile: cluster caches + live members -> the IPs this node announces -> the L2 announcer.
+"""The speaker: caches, membership, our Lease, and the reconcile loop that drives layer2 and BGP.
 
-Level-triggered: informers on Services, EndpointSlices, Nodes, the pool ConfigMaps, the speaker Leases
-and the memberlist Secret fill caches; their handlers (and the heartbeater's on_change) only set a
-dirty flag. One reconcile thread computes the whole desired state from the caches with the pure
-``speaker.layer2.plan`` and hands the owned IPs to ``L2Announcer.update``, which sends the gratuitous
-announcements on takeover and stops answering lost IPs at once.
+Threads and what they may do:
 
-Membership: our Lease (``speaker.lease.LeaseKeeper``) publishes our heartbeat address and the
-subnets of our up interfaces; every speaker Lease in the cache is fed to the tracker, followed by
-``Heartbeater.check()``. While the API server is unreachable the caches keep their last state, the
-announcer keeps answering, and heartbeats keep deciding who is alive, so failover still works.
+* informers (one per watched kind) keep caches and only *record* changes (``reconcile.Pending``); the
+  configmap handler also parses the configuration there, so a slow parse never delays a failover;
+* ``membership`` (``membership.transport``) exchanges datagrams with our neighbours; when we must stop
+  answering it withdraws our IPs itself, at once, then records a liveness change;
+* ``lease-keeper`` renews our Lease every ``lease_renew`` seconds and when what it publishes changes;
+* ``witness`` (two-member clusters only) writes our Lease while our peer cannot be heard, and writes
+  our vote into the peer's Lease (``membership.detector``: the API server is the tie-breaker);
+* ``speaker-reconcile`` takes the recorded changes, updates the typed views key by key and calls the
+  protocols with a ``Snapshot`` and ``Changes`` (``speaker.protocol``). It makes no API call.
 
-BGP pools: after the layer2 step, ``BgpProtocol`` computes this node's peers (``speaker.bgp.peers_for_node``,
-passwords from the Secret cache) and routes (``speaker.bgp.node_routes``) from the same
-caches and hands them to the ``BgpAnnouncer``, which starts ExaBGP only once this node has a peer. A
-failing BGP step is logged and never stops the layer2 one.
+While the API server is unreachable (refusing, hanging or rewound) the caches keep their last state
+(rewound: the informers relist and the views follow the server), nobody's Lease counts as expired,
+membership keeps deciding who is alive, and the announcements stay.
+
+Without the memberlist key (Secret ``lbspeaker-memberlist``) the speaker runs degraded: alive is "a
+current Lease", failover takes a Lease duration and a partition can make two nodes answer; ``/readyz``
+says so.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from lbspeaker.config import Config
@@ -34,36 +37,50 @@ from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer, object_key
 from lbspeaker.kube.rest import JSON, Rest, path_for
 from lbspeaker.l2 import Interface, L2Announcer
-from lbspeaker.membership import protocol
-from lbspeaker.membership.heartbeat import Heartbeater
-from lbspeaker.membership.tracker import Liveness
-from lbspeaker.objects import NodeView, ServiceView, internal_ip, node_view, services_from_cache
-from lbspeaker.speaker import layer2, metrics
+from lbspeaker.membership import wire
+from lbspeaker.membership.detector import Detector, Member
+from lbspeaker.membership.transport import Transport
+from lbspeaker.objects import (
+    NodeView,
+    ServiceView,
+    internal_ip,
+    is_load_balancer,
+    node_view,
+    service_view,
+    slice_service,
+)
+from lbspeaker.speaker import eligibility, metrics
 from lbspeaker.speaker.bgp import BgpProtocol, secret_values
 from lbspeaker.speaker.bgp_announcer import BgpAnnouncer
-from lbspeaker.speaker.layer2 import local_link
+from lbspeaker.speaker.layer2 import Layer2Protocol, local_link
 from lbspeaker.speaker.lease import (
     HEARTBEAT_ANNOTATION,
     INTERFACES_UP_ANNOTATION,
+    STATE_ANNOTATION,
     SUBNETS_ANNOTATION,
     LeaseKeeper,
     Link,
+    SpeakerLease,
+    format_hostport,
     format_subnets,
-    lease_inputs,
+    lease_name,
     node_of,
-    parse_link,
+    speaker_lease,
+    state_text,
 )
 from lbspeaker.speaker.protocol import Changes, Snapshot
+from lbspeaker.speaker.reconcile import Loop, Pending, Work
+from lbspeaker.speaker.settings import SpeakerSettings
 
 log = logging.getLogger(__name__)
 
 MEMBERLIST_SECRET = "lbspeaker-memberlist"
 MEMBERLIST_KEY = "secretkey"
-
+STUCK_PARSE_SECONDS = 5.0
 
 
 def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
-    """The heartbeat key from the memberlist Secret, or None and why (never the key itself)."""
+    """The membership key from the memberlist Secret, or None and why (never the key itself)."""
     if secret is None:
         return None, f"Secret {MEMBERLIST_SECRET} not found"
     raw = (secret.get("data") or {}).get(MEMBERLIST_KEY)
@@ -78,7 +95,7 @@ def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
         except (binascii.Error, ValueError):
             return None, f"Secret {MEMBERLIST_SECRET} key {MEMBERLIST_KEY!r} is not valid base64"
     try:
-        protocol.validate_keys(key)
+        wire.validate_keys(key)
     except ValueError as exc:
         return None, f"Secret {MEMBERLIST_SECRET}: {exc}"
     return key, "ok"
@@ -87,69 +104,76 @@ def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
 class Speaker:
     """Everything a node's speaker runs, minus the process plumbing (see ``speaker.main``)."""
 
-    def __init__(self, rest: Rest, node: str, *, namespace: str = "lbspeaker-system", config_name: str = "config",
-                 lb_class: str | None = None, interfaces_regex: str | None = None,
-                 heartbeat_bind: tuple[str, int] = ("", 7946), recorder: EventRecorder | None = None,
-                 lease_duration: int = 10, lease_renew: float = 2.0, heartbeat_interval: float = 0.1,
-                 dead_after: float = 0.7, warmup: float = 1.0, bgp: BgpAnnouncer | None = None) -> None:
+    def __init__(self, rest: Rest, node: str, *, settings: SpeakerSettings | None = None,
+                 recorder: EventRecorder | None = None, bgp: BgpAnnouncer | None = None,
+                 announcer: L2Announcer | None = None) -> None:
         self.rest = rest
         self.node = node
-        self.namespace = namespace
-        self.config_name = config_name
-        self.lb_class = lb_class
-        self.regex = interfaces_regex
-        self.heartbeat_bind = heartbeat_bind
+        self.settings = s = settings or SpeakerSettings()
+        self.namespace = s.namespace
         self.recorder = recorder
-        self.heartbeat_interval = heartbeat_interval
         self.clock = time.monotonic
-        self.bgp = BgpProtocol(node, bgp, recorder=recorder) if bgp is not None else None
-        self.tracker = Liveness(node, now=self.clock(), suspect_after=min(0.3, dead_after), dead_after=dead_after,
-                                warmup=warmup)
-        self.heartbeater: Heartbeater | None = None
-        self.key_problem: str | None = "heartbeat key not read yet"
-        self._key: bytes | None = None
-
-        self._dirty = threading.Event()
+        self.pending = Pending()
         self._stop = threading.Event()
-        self._lock = threading.RLock()  # guards the last plan and what we announce
+        self._announce_lock = threading.Lock()
+
+        # Typed views, owned by the loop thread.
         self.config: Config | None = None
-        self._config_inputs: tuple[tuple[str, str], ...] | None = None
-        self.plan = layer2.Plan()
-        self.announced: dict[str, list[str]] = {}  # ip -> interfaces handed to the announcer
-        self._announced_services: set[str] = set()
-        self._last_alive: frozenset[str] = frozenset()
+        self.node_views: dict[str, NodeView] = {}
+        self.service_views: dict[str, ServiceView] = {}
+        self.lease_views: dict[str, SpeakerLease] = {}
+        self.secrets_decoded: dict[str, dict[str, str]] = {}
+        self.alive: frozenset[str] = frozenset()
+        self.members: dict[str, Member] = {}
         self._link = Link()
-        self._thread: threading.Thread | None = None
-        self.reconciles = 0
-        self._last_duration = 0.0  # seconds the last reconcile took
+        # Written by handler threads.
+        self._parsed: Config | None = None
+        self._config_inputs: tuple[tuple[str, str], ...] | None = None
+        self._parsing_since: float | None = None
+        self._slices: dict[str, dict[str, JSON]] = {}  # Service key -> slice key -> EndpointSlice
+        self._slices_lock = threading.Lock()
+        self._observed: dict[str, tuple[str, float]] = {}  # node -> (Lease resourceVersion, first seen)
 
-        self.announcer = L2Announcer(interfaces_regex, on_duplicate=self._on_duplicate,
-                                     on_interfaces_changed=self._on_interfaces)
-        self.services = Informer(rest, path_for("v1", "services"), name="services", handler=self._kick)
+        self.announcer = announcer or L2Announcer(s.interfaces_regex, on_duplicate=self._on_duplicate,
+                                                  on_interfaces_changed=self._on_interfaces)
+        self.layer2 = Layer2Protocol(node, self.announcer, answering=self._answering, recorder=recorder,
+                                     lock=self._announce_lock)
+        self.bgp = BgpProtocol(node, bgp, recorder=recorder) if bgp is not None else None
+
+        self.services = Informer(rest, path_for("v1", "services"), name="services", handler=self._on_service)
         self.slices = Informer(rest, path_for("discovery.k8s.io/v1", "endpointslices"), name="endpointslices",
-                               handler=self._kick)
+                               handler=self._on_slice)
         self.nodes = Informer(rest, path_for("v1", "nodes"), name="nodes", handler=self._on_node)
-        self.configmaps = Informer(rest, path_for("v1", "configmaps", namespace), name="configmaps",
-                                   handler=self._kick)
-        self.leases = Informer(rest, path_for("coordination.k8s.io/v1", "leases", namespace), name="leases",
+        self.configmaps = Informer(rest, path_for("v1", "configmaps", s.namespace), name="configmaps",
+                                   handler=self._on_configmap)
+        self.leases = Informer(rest, path_for("coordination.k8s.io/v1", "leases", s.namespace), name="leases",
                                handler=self._on_lease)
-        # Every Secret of our namespace: the memberlist key and the BGP passwords the config names (the
+        # Every Secret of our namespace: the membership key and the BGP passwords the config names (the
         # names come from the config, so no field selector can narrow this down).
-        self.secrets = Informer(rest, path_for("v1", "secrets", namespace), name="secrets", handler=self._on_secret)
+        self.secrets = Informer(rest, path_for("v1", "secrets", s.namespace), name="secrets",
+                                handler=lambda _o, _n: self.pending.flag("secrets"))
         self.informers = [self.services, self.slices, self.nodes, self.configmaps, self.leases, self.secrets]
-        self.lease = LeaseKeeper(rest, namespace, node, annotations=self._lease_annotations,
-                                 duration=lease_duration, renew_every=lease_renew)
 
-    # -- lifecycle ---------------------------------------------------------------------------------------
+        self.lease = LeaseKeeper(rest, s.namespace, node, annotations=self._lease_annotations,
+                                 owner=self._owner_reference, on_voted_dead=self._voted_dead,
+                                 duration=s.lease_duration, renew_every=s.lease_renew)
+        self.detector: Detector | None = None
+        self.transport: Transport | None = None
+        self.key_problem: str | None = "membership key not read yet"
+        self._key: bytes | None = None
+        self.loop = Loop(self.pending, self._step)
+        self._witness_thread: threading.Thread | None = None
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
     def start(self) -> None:
-        """Start caches, announcer, heartbeats and our Lease, then the reconcile thread.
-
-        Waits for every cache to sync first (for as long as it takes: /readyz says what is missing).
-        """
+        """Caches, announcer, our Lease (boot number), membership, then the loop. Blocks until the caches
+        have synced (``/readyz`` says what is missing meanwhile)."""
         for inf in self.informers:
             inf.start()
         self.announcer.start()
-        self._link = local_link(self.announcer.interfaces(), self.regex)
+        self._link = local_link(self.announcer.interfaces(), self.settings.interfaces_regex)
         for inf in self.informers:
             waited = 0
             while not inf.wait_synced(0.5):
@@ -159,36 +183,35 @@ class Speaker:
                 if waited % 20 == 0:
                     log.info("waiting for the %s cache to sync", inf.name)
         self._apply_key()
+        self.lease.acquire(self._stop)
         self.lease.start()
-        self._thread = threading.Thread(target=self._loop, name="speaker-reconcile", daemon=True)
-        self._thread.start()
-        self._kick()
+        if self.detector is not None and self.transport is not None:
+            self.transport.call(lambda d, now: d.start(self.lease.boot, now))
+            self.transport.start()
+            self._witness_thread = threading.Thread(target=self._witness_loop, name="witness", daemon=True)
+            self._witness_thread.start()
+        self._started = True
+        self.pending.flag("everything")
+        self.loop.start()
 
     def stop(self, graceful: bool = True) -> None:
-        """Graceful: stop answering, send LEAVING, delete our Lease, then close the sockets."""
+        """Graceful: stop answering, tell our neighbours, release our Lease, then close the sockets."""
         self._stop.set()
-        self._dirty.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.tracker.leave()
-        with self._lock:
-            with contextlib.suppress(RuntimeError):  # never started
-                self.announcer.update({})
-            self.announced = {}
+        self.loop.stop()
+        self.layer2.stop(graceful)
+        if self.transport is not None:
+            self.transport.stop(leaving=graceful)
         if self.bgp is not None:
             # Graceful: ExaBGP goes without withdrawing, and the routers keep our routes (stale, under
-            # graceful restart) until the restarted speaker announces them again, so a speaker restart
-            # or upgrade does not drop traffic. Otherwise the routes are withdrawn first.
+            # graceful restart) until the restarted speaker announces them again.
             self.bgp.stop(graceful)
-        if self.heartbeater is not None:
-            self.heartbeater.stop(leaving=graceful)
-        self.lease.stop(delete=graceful)
+        self.lease.stop(release=graceful)
         self.announcer.stop()
         for inf in self.informers:
             inf.stop()
 
     def healthy(self) -> tuple[bool, str]:
-        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+        if self._started and not self.loop.alive() and not self._stop.is_set():
             return False, "reconcile thread died"
         return True, "ok"
 
@@ -196,241 +219,371 @@ class Speaker:
         unsynced = [inf.name for inf in self.informers if not inf.synced.is_set()]
         if unsynced:
             return False, f"caches not synced: {', '.join(unsynced)}"
+        if self._parsing_since is not None and self.clock() - self._parsing_since > STUCK_PARSE_SECONDS:
+            return False, f"configuration parse running for {self.clock() - self._parsing_since:.0f}s"
         if self.config is None:
             return False, "no valid configuration loaded"
-        if not self.tracker.warmed_up(self.clock()):
-            return False, "membership warming up"
+        stale = [inf.name for inf in self.informers if not inf.healthy]
+        if self.detector is not None and self.node in self.members:
+            state = self.detector.states().get(self.node, "")
+            if state != "answering":
+                return False, f"membership: {state}"
+        note = f"; API server unreachable for caches {', '.join(stale)} (announcements kept)" if stale else ""
         if self.key_problem is not None:
-            return True, f"ok, degraded: no heartbeats ({self.key_problem}); liveness from Leases only"
-        return True, "ok"
+            return True, f"ok, degraded: no membership ({self.key_problem}); liveness from Leases only{note}"
+        return True, "ok" + note
 
     def stats(self) -> dict[str, Mapping[str, object]]:
         out: dict[str, Mapping[str, object]] = {"l2": self.announcer.stats()}
-        if self.heartbeater is not None:
-            out["heartbeat"] = self.heartbeater.stats()
+        if self.transport is not None:
+            out["heartbeat"] = self.transport.stats()
         return out
 
-    # -- handlers: only queue work -----------------------------------------------------------------------
-    def _kick(self, _old: JSON | None = None, _new: JSON | None = None) -> None:
-        self._dirty.set()
+    # -- handlers: only record work --------------------------------------------------------------------
+
+    def _on_service(self, old: JSON | None, new: JSON | None) -> None:
+        obj = new or old
+        if obj is not None:
+            self.pending.service(object_key(obj))
+
+    def _on_slice(self, old: JSON | None, new: JSON | None) -> None:
+        with self._slices_lock:
+            for obj, keep in ((old, False), (new, True)):
+                if obj is None:
+                    continue
+                owner = slice_service(obj)
+                if owner is None:
+                    continue
+                if keep:
+                    self._slices.setdefault(owner, {})[object_key(obj)] = obj
+                else:
+                    held = self._slices.get(owner)
+                    if held is not None:
+                        held.pop(object_key(obj), None)
+                        if not held:
+                            del self._slices[owner]
+                self.pending.service(owner)
 
     def _on_node(self, old: JSON | None, new: JSON | None) -> None:
         obj = new or old
-        if obj is not None and (obj.get("metadata") or {}).get("name") == self.node:
-            self.lease.poke()  # our InternalIP may have changed: the heartbeat address goes in the Lease
-        self._dirty.set()
+        if obj is None:
+            return
+        name = str((obj.get("metadata") or {}).get("name"))
+        if name == self.node:
+            self.lease.poke()  # our InternalIP (the heartbeat address) or uid may have changed
+        self.pending.node(name)
 
     def _on_lease(self, old: JSON | None, new: JSON | None) -> None:
         obj = new or old
-        if obj is None:
-            return
-        node = node_of(obj)
+        node = node_of(obj) if obj is not None else None
         if node is None:
             return
-        self._feed_lease(node, object_key(obj))
-        if self.heartbeater is not None:
-            self.heartbeater.check()
-        self._dirty.set()
+        if new is not None:
+            rv = str((new.get("metadata") or {}).get("resourceVersion") or "")
+            seen = self._observed.get(node)
+            if seen is None or seen[0] != rv:
+                self._observed[node] = (rv, self.clock())
+        else:
+            self._observed.pop(node, None)
+        self.pending.lease(node)
 
-    def _on_secret(self, _old: JSON | None, _new: JSON | None) -> None:
-        self._dirty.set()
+    def _on_configmap(self, _old: JSON | None, _new: JSON | None) -> None:
+        """Parse here, on the informer's thread: the loop (and so failover) never waits for a parse."""
+        sources = config_sources(self.configmaps.items(), self.settings.config_name)
+        inputs = tuple((object_key(cm), str((cm.get("metadata") or {}).get("resourceVersion"))) for cm in sources)
+        if inputs == self._config_inputs:
+            return
+        self._config_inputs = inputs
+        if not sources:
+            log.warning("no ConfigMap %s/%s: %s", self.namespace, self.settings.config_name,
+                        "keeping the last good configuration" if self._parsed else "nothing to announce")
+            return
+        self._parsing_since = self.clock()
+        try:
+            cfg, errors = load_config(sources)
+        finally:
+            self._parsing_since = None
+        if cfg is None:
+            for cm, text in errors:
+                log.error("invalid configuration in %s: %s; %s", object_key(cm), text,
+                          "keeping the last good one" if self._parsed else "nothing announced")
+            return
+        self._parsed = cfg
+        self.pending.flag("config")
 
-    def _on_interfaces(self, interfaces: Sequence[Interface]) -> None:
-        link = local_link(interfaces, self.regex)
-        if link != self._link:
-            self._link = link
-            log.info("up-interface subnets now %s", format_subnets(link.subnets) or "none")
-            self.lease.poke()
-        self._dirty.set()
+    def _on_interfaces(self, interfaces: list[Interface] | Any) -> None:
+        self.pending.flag("interfaces")
 
     def _on_duplicate(self, ip: str, mac: str, ifname: str) -> None:
-        with self._lock:
-            decision = self.plan.l2.get(ip)
         log.warning("another MAC %s answers for %s on %s", mac, ip, ifname)
-        if self.recorder is None or decision is None:
+        rec = self.layer2.election.ips.get(ip)
+        if self.recorder is None or rec is None:
             return
-        for key in decision.services:
+        for key in rec.services:
             svc = self.services.get(key)
             if svc is not None:
                 self.recorder.record(svc, "Warning", "DuplicateAnswer",
                                      f"{mac} also answers for {ip} on {ifname} of node {self.node}")
 
-    # -- lease feeding -------------------------------------------------------------------------------------
-    def _feed_lease(self, node: str, key: str) -> None:
-        cached = self.leases.get(key)
-        if cached is None:
-            self.tracker.lease_deleted(node)
+    def _on_membership(self, answering: bool, _alive: frozenset[str]) -> None:
+        """From the membership thread: stop answering at once when we must, then let the loop catch up."""
+        if not answering:
+            self.layer2.withdraw()
+        self.pending.flag("liveness")
+
+    def _voted_dead(self, boot: int, version: int) -> None:
+        if self.transport is not None:
+            self.transport.call(lambda d, now: d.told_dead(boot, version, now))
+
+    def _answering(self) -> bool:
+        if self.detector is None:
+            return True  # degraded, Lease-only: nothing can tell us to stop
+        return self.detector.answering
+
+    # -- membership key and the transport ------------------------------------------------------------
+
+    def _apply_key(self) -> None:
+        key, why = decode_key(self.secrets.get(f"{self.namespace}/{MEMBERLIST_SECRET}"))
+        if key is None:
+            if self.transport is None and self.key_problem != why:
+                log.error("%s: running without membership, liveness from Leases only", why)
+            elif self.transport is not None and self.key_problem is None:
+                log.warning("%s: keeping the key in use", why)
+            if self.transport is None:
+                self.key_problem = why
             return
-        inputs = lease_inputs(cached, HEARTBEAT_ANNOTATION)
-        self.tracker.lease_update(node, inputs.holder, inputs.renew_time, inputs.duration, inputs.heartbeat_addr,
-                                  now=self.clock(), wall_now=time.time())
+        if self.transport is None:
+            if self._started:
+                return  # a key that appears later needs a restart of the speaker to take effect
+            self.detector = Detector(self.node, self.settings.timing, now=self.clock())
+            host, port = self.settings.heartbeat_bind
+            for candidate in ([host] if host else ["::", "0.0.0.0"]):
+                try:
+                    self.transport = Transport(self.detector, key, (candidate, port), on_change=self._on_membership)
+                    break
+                except OSError as exc:
+                    log.warning("membership socket on %s:%d: %s", candidate, port, exc)
+            if self.transport is None:
+                self.detector = None
+                self.key_problem = "membership socket could not be bound"
+                log.error("%s: liveness from Leases only", self.key_problem)
+                return
+            self.key_problem = None
+            self._key = key
+        elif key != self._key:
+            self.transport.set_keys(key)
+            self._key = key
+            log.info("membership key rotated")
+
+    def _witness_loop(self) -> None:
+        """Two-member clusters: the API server as the third vote (see ``membership.detector``)."""
+        t = self.settings.timing
+        while not self._stop.wait(t.fence_after / 4):
+            transport = self.transport
+            if transport is None:
+                continue
+            def look(d: Detector, now: float) -> tuple[bool, set[tuple[str, int, int]]]:
+                return d.wants_witness(now), set(d.witness_votes)
+
+            wants, votes = transport.call(look)
+            if wants:
+                ok, sent_at = self.lease.witness()
+                if ok:
+                    def ack(d: Detector, _now: float, at: float = sent_at) -> None:
+                        d.witness_ack(at)
+
+                    transport.call(ack)
+            for peer, boot, version in votes:
+                obj = self.leases.get(f"{self.namespace}/{lease_name(peer)}")
+                seen = self._observed.get(peer)
+                if obj is None or seen is None or self.clock() - seen[1] < t.dead_after:
+                    continue  # the peer wrote its Lease lately: it is alive somewhere, do not vote
+                if self.lease.vote_dead(obj, boot, version):
+                    def done(d: Detector, now: float, p: str = peer, b: int = boot, v: int = version) -> None:
+                        d.witness_vote_done(p, b, v, now)
+
+                    transport.call(done)
+
+    # -- our Lease -------------------------------------------------------------------------------------
 
     def _lease_annotations(self) -> dict[str, str]:
         out = {
             SUBNETS_ANNOTATION: format_subnets(self._link.subnets),
             INTERFACES_UP_ANNOTATION: "true" if self._link.any_up else "false",
         }
+        det = self.detector
+        if det is not None:
+            out[STATE_ANNOTATION] = state_text(det.version, det.claim)
         addr = self._heartbeat_addr()
         if addr:
             out[HEARTBEAT_ANNOTATION] = addr
         return out
 
     def _heartbeat_addr(self) -> str | None:
-        hb = self.heartbeater
-        if hb is None:
+        if self.transport is None:
             return None
         node = self.nodes.get(self.node)
         ip = internal_ip(node) if node is not None else None
-        if ip is None:
+        return format_hostport(ip, self.transport.address[1]) if ip is not None else None
+
+    def _owner_reference(self) -> dict[str, Any] | None:
+        node = self.nodes.get(self.node)
+        uid = ((node or {}).get("metadata") or {}).get("uid")
+        if not uid:
             return None
-        port = hb.address[1]
-        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": str(uid)}
 
-    # -- heartbeat key -------------------------------------------------------------------------------------
-    def _apply_key(self) -> None:
-        key, why = decode_key(self.secrets.get(f"{self.namespace}/{MEMBERLIST_SECRET}"))
-        if key is None:
-            if self.heartbeater is None and self.key_problem != why:
-                log.error("%s: running without heartbeats, liveness from Leases only", why)
-            elif self.heartbeater is not None and self.key_problem is None:
-                log.warning("%s: keeping the key in use", why)
-            if self.heartbeater is None:
-                self.key_problem = why
-            return
-        if self.heartbeater is None:
-            self.heartbeater = self._make_heartbeater(key)
-            if self.heartbeater is not None:
-                self.heartbeater.start()
-                self.key_problem = None
-                self._key = key
-                self.lease.poke()
-        elif key != self._key:
-            self.heartbeater.set_keys(key)
-            self._key = key
-            log.info("heartbeat key rotated")
+    # -- the loop --------------------------------------------------------------------------------------
 
-    def _make_heartbeater(self, key: bytes) -> Heartbeater | None:
-        host, port = self.heartbeat_bind
-        hosts = [host] if host else ["::", "0.0.0.0"]
-        for candidate in hosts:
-            try:
-                return Heartbeater(self.node, key, (candidate, port), tracker=self.tracker, on_change=self._kick,
-                                   interval=self.heartbeat_interval)
-            except OSError as exc:
-                log.warning("heartbeat socket on %s:%d: %s", candidate, port, exc)
-        self.key_problem = "heartbeat socket could not be bound"
-        log.error("%s: liveness from Leases only", self.key_problem)
-        return None
-
-    # -- reconcile -----------------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            woke = self._dirty.wait(0.2)
-            if self._stop.is_set():
-                return
-            now = self.clock()
-            self.tracker.api_reachable(self.leases.healthy and self.leases.synced.is_set(), now)
-            if self.heartbeater is None:
-                # No heartbeats to say we are alive: we are, as far as this process can tell.
-                self.tracker.sent(now)
-            if not woke and self.tracker.alive(now) == self._last_alive:
-                continue
-            # Under a burst of changes, give the rest of the node (and the API server) at least as much
-            # time as the last pass took: at most half a core, while a quiet cluster sees no delay.
-            self._stop.wait(min(self._last_duration, 0.5))
-            self._dirty.clear()
-            started = time.perf_counter()
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("reconcile failed; retrying")
-                self._stop.wait(0.2)
-                self._dirty.set()
-            finally:
-                self._last_duration = time.perf_counter() - started
-
-    def _load_config(self) -> None:
-        sources = config_sources(self.configmaps.items(), self.config_name)
-        inputs = tuple((object_key(cm), str((cm.get("metadata") or {}).get("resourceVersion"))) for cm in sources)
-        if inputs == self._config_inputs:
-            return
-        self._config_inputs = inputs
-        if not sources:
-            log.warning("no ConfigMap %s/%s: %s", self.namespace, self.config_name,
-                        "keeping the last good configuration" if self.config else "nothing to announce")
-            return
-        cfg, errors = load_config(sources)
-        if cfg is None:
-            for cm, text in errors:
-                log.error("invalid configuration in %s: %s; %s", object_key(cm), text,
-                          "keeping the last good one" if self.config else "nothing announced")
-            return
-        self.config = cfg
-
-    def reconcile(self) -> None:
+    def _step(self, work: Work) -> None:
         started = time.perf_counter()
-        self._apply_key()
-        self._load_config()
-        now = self.clock()
-        alive = self.tracker.alive(now)
-        self._last_alive = alive
-        services = services_from_cache(self.services.items(), self.slices.items(), self.lb_class)
-        nodes = {n.name: n for n in (node_view(obj) for obj in self.nodes.items())}
-        links: dict[str, Link] = {}
-        for lease in self.leases.items():
-            name = node_of(lease)
-            if name is not None:
-                links[name] = parse_link((lease.get("metadata") or {}).get("annotations") or {})
+        if work.everything:
+            work.config = work.secrets = work.liveness = work.interfaces = True
+            work.services.update(self.services.all_keys())
+            work.services.update(self.service_views)
+            work.nodes.update(n.split("/")[-1] for n in self.nodes.all_keys())
+            work.leases.update(n for n in (node_of({"metadata": {"name": k.split("/")[-1]}})
+                                           for k in self.leases.all_keys()) if n)
+            work.leases.update(self.lease_views)
+        # 1. Liveness first, alone, over the views as they were: failover never waits for other work.
+        alive = self._alive_now()
+        if alive != self.alive and self.config is not None:
+            gone_or_came = alive ^ self.alive
+            self.alive = alive
+            self._protocols(Changes(liveness=frozenset(gone_or_came)))
+        # 2. Everything else.
+        everything = work.everything
+        if (work.config or everything) and self._parsed is not self.config:
+            self.config = self._parsed
+            everything = True
+        secrets = False
+        if work.secrets:
+            self.secrets_decoded = {str((obj.get("metadata") or {}).get("name")): secret_values(obj)
+                                    for obj in self.secrets.items()}
+            self._apply_key()
+            secrets = True
+        nodes_changed = self._update_nodes(work.nodes) | self._update_leases(work.leases)
+        if work.interfaces:
+            link = local_link(self.announcer.interfaces(), self.settings.interfaces_regex)
+            self.layer2.interfaces_changed()
+            if link != self._link:
+                self._link = link
+                log.info("up-interface subnets now %s", format_subnets(link.subnets) or "none")
+                self.lease.poke()
+                nodes_changed.add(self.node)
+        services_changed = self._update_services(work.services)
+        self._update_members(everything or bool(nodes_changed))
+        alive = self._alive_now()
+        liveness = alive ^ self.alive
+        self.alive = alive
+        changes = Changes(everything=everything, services=frozenset(services_changed),
+                          nodes=frozenset(nodes_changed), liveness=frozenset(liveness), secrets=secrets)
+        if not changes.empty or work.interfaces or work.liveness:
+            self._protocols(changes)
+        metrics.ANNOUNCED.labels("layer2").set(len(self.layer2.announced))
+        metrics.LIVE_MEMBERS.set(len(self.alive))
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    def _protocols(self, changes: Changes) -> None:
+        snap = self._snapshot()
+        self.layer2.reconcile(snap, changes)
+        if self.bgp is not None and not self._stop.is_set():
+            self.bgp.reconcile(snap, changes)
+
+    def _snapshot(self) -> Snapshot:
+        links = {node: lease.link for node, lease in self.lease_views.items()}
         # Ourselves: what peers see (the Lease) and what is true now must both allow it, so that a
         # dropped interface takes us out before the Lease says so, and a returning one not before.
         published = links.get(self.node, Link())
         own = self._link
         links[self.node] = Link(tuple(n for n in published.subnets if n in own.subnets),
-                                         published.any_up and own.any_up)
-        new_plan = layer2.plan(self.config, services, nodes, links, alive)
-        owned = new_plan.owned_by(self.node)
-        desired: dict[str, list[str]] = {}
-        for ip in owned:
-            names = self.announcer.interfaces_for(ip)
-            if names:
-                desired[ip] = names
-        with self._lock:
-            if self._stop.is_set():
-                return
-            self.announcer.update(desired)
-            previous = self.announced
-            self.announced = desired
-            self.plan = new_plan
-        self._record_assignments(new_plan, desired)
-        if self.bgp is not None and not self._stop.is_set():
-            self.bgp.reconcile(self._snapshot(services, nodes, links, alive), Changes(everything=True))
-        self.reconciles += 1
-        metrics.ANNOUNCED.labels("layer2").set(len(desired))
-        metrics.LIVE_MEMBERS.set(len(alive))
-        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        if desired.keys() != previous.keys():
-            log.info("announcing %d IPs (%d live members: %s)", len(desired), len(alive), ",".join(sorted(alive)))
+                                published.any_up and own.any_up)
+        return Snapshot(node=self.node, config=self.config, nodes=self.node_views, services=self.service_views,
+                        links=links, alive=self.alive, secrets=self.secrets_decoded, raw_service=self.services.get,
+                        config_map=self.configmaps.get(f"{self.namespace}/{self.settings.config_name}"))
 
-    def _snapshot(self, services: Sequence[ServiceView], nodes: Mapping[str, NodeView], links: Mapping[str, Link],
-                  alive: frozenset[str]) -> Snapshot:
-        secrets = {str((obj.get("metadata") or {}).get("name")): secret_values(obj) for obj in self.secrets.items()}
-        return Snapshot(node=self.node, config=self.config, nodes=nodes, services={v.key: v for v in services},
-                        links=links, alive=alive, secrets=secrets, raw_service=self.services.get,
-                        config_map=self.configmaps.get(f"{self.namespace}/{self.config_name}"))
+    def _update_nodes(self, names: set[str]) -> set[str]:
+        changed: set[str] = set()
+        for name in names:
+            raw = self.nodes.get(name)
+            view = node_view(raw) if raw is not None else None
+            if view != self.node_views.get(name):
+                if view is None:
+                    self.node_views.pop(name, None)
+                else:
+                    self.node_views[name] = view
+                changed.add(name)
+        return changed
 
-    def _record_assignments(self, new_plan: layer2.Plan, desired: Mapping[str, list[str]]) -> None:
-        """Event nodeAssigned on a Service once per takeover: when its first IP starts being announced here."""
-        now_services: dict[str, list[str]] = {}
-        for ip in desired:
-            for key in new_plan.l2[ip].services:
-                now_services.setdefault(key, []).append(ip)
-        for key in sorted(now_services.keys() - self._announced_services):
-            svc = self.services.get(key)
-            if svc is None or self.recorder is None:
+    def _update_leases(self, nodes: set[str]) -> set[str]:
+        """Lease views; returns the nodes whose published link changed. A renewal alone changes nothing."""
+        changed: set[str] = set()
+        for node in nodes:
+            raw = self.leases.get(f"{self.namespace}/{lease_name(node)}")
+            view = speaker_lease(raw) if raw is not None else None
+            old = self.lease_views.get(node)
+            if view is None:
+                if old is not None:
+                    del self.lease_views[node]
+                    changed.add(node)
                 continue
-            ips = now_services[key]
-            ifaces = sorted({name for ip in ips for name in desired[ip]})
-            self.recorder.record(svc, "Normal", "nodeAssigned",
-                                 f"announcing from node {self.node!r}, layer2, interface {','.join(ifaces)}")
-        self._announced_services = set(now_services)
+            self.lease_views[node] = view
+            if old is None or old.link != view.link:
+                changed.add(node)
+        return changed
 
+    def _update_services(self, keys: set[str]) -> set[str]:
+        changed: set[str] = set()
+        for key in keys:
+            raw = self.services.get(key)
+            view: ServiceView | None = None
+            if raw is not None and is_load_balancer(raw, self.settings.lb_class):
+                with self._slices_lock:
+                    slices = list(self._slices.get(key, {}).values())
+                view = service_view(raw, slices)
+                if not view.ips:
+                    view = None
+            if view != self.service_views.get(key):
+                if view is None:
+                    self.service_views.pop(key, None)
+                else:
+                    self.service_views[key] = view
+                changed.add(key)
+        return changed
+
+    def _update_members(self, force: bool) -> None:
+        """The layer2 members (eligible nodes with a held Lease), handed to the detector when they change."""
+        now = self.clock()
+        pools = self.config.address_pools if self.config is not None else []
+        api_ok = all(inf.healthy for inf in (self.leases,))
+        members: dict[str, Member] = {}
+        for node, lease in self.lease_views.items():
+            if lease.holder is None or lease.left or (lease.heartbeat_addr is None and self.detector is not None):
+                continue
+            view = self.node_views.get(node)
+            if view is None or not eligibility.layer2_member(view, pools):
+                continue
+            seen = self._observed.get(node)
+            expired = api_ok and seen is not None and now - seen[1] > lease.duration > 0
+            members[node] = Member(addr=lease.heartbeat_addr, boot=lease.boot, version=lease.version,
+                                   serving=lease.serving, expired=expired)
+        if members != self.members or force:
+            self.members = members
+            if self.transport is not None:
+                def give(d: Detector, now: float) -> None:
+                    d.set_members(members, now)
+                    d.set_ready(True)
+
+                self.transport.call(give)
+
+    def _alive_now(self) -> frozenset[str]:
+        if self.transport is not None:
+            return self.transport.call(lambda d, _now: d.alive())
+        # Degraded: a member is alive while its Lease is current (and always ourselves).
+        now = self.clock()
+        return frozenset(n for n, m in self.members.items()
+                         if n == self.node or (not m.expired and (seen := self._observed.get(n)) is not None
+                                               and now - seen[1] <= self.lease_views[n].duration))
+
+
+__all__ = ["MEMBERLIST_KEY", "MEMBERLIST_SECRET", "Speaker", "decode_key"]

@@ -21,7 +21,7 @@ Cost: each check is O(labels) or O(subnets of the node).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from lbspeaker.config.models import AddressPool, selects
 from lbspeaker.objects import NodeView, ServiceView
@@ -56,3 +56,11 @@ def endpoints_allow(service: ServiceView, node: str) -> bool:
 def on_subnet(addr: Address, link: Link | None) -> bool:
     """Whether a node whose published data path is ``link`` has an up interface on ``addr``'s subnet."""
     return link is not None and any(addr.version == n.version and addr in n for n in link.subnets)
+
+
+def layer2_member(node: NodeView, pools: Iterable[AddressPool]) -> bool:
+    """Whether ``node`` takes part in layer2 membership: not excluded and selected by some layer2 pool.
+
+    Nodes that can announce no layer2 IP (BGP-only nodes, excluded nodes) send no membership traffic.
+    """
+    return excluded(node) is None and any(p.protocol == "layer2" and pool_selects(p, node.labels) for p in pools)

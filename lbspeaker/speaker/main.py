@@ -12,10 +12,12 @@ import threading
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.rest import Rest
+from lbspeaker.membership.detector import Timing
 from lbspeaker.metrics import MetricsServer
 from lbspeaker.speaker.app import Speaker
 from lbspeaker.speaker.bgp_announcer import BgpAnnouncer, speaker_factory
 from lbspeaker.speaker.metrics import SpeakerCollector
+from lbspeaker.speaker.settings import SpeakerSettings
 
 log = logging.getLogger("lbspeaker.speaker")
 
@@ -35,7 +37,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bgp-workdir", default=os.environ.get("LBSPEAKER_WORKDIR") or "/run/lbspeaker",
                    help="directory for ExaBGP's config and sockets, created if missing "
                         "(default: $LBSPEAKER_WORKDIR or /run/lbspeaker)")
-    p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"))
+    p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"),
+                   help="log level: debug, info, warning or error (default: $LBSPEAKER_LOG_LEVEL or info)")
+    t = Timing()
+    p.add_argument("--heartbeat-interval", type=_seconds, default=t.interval, metavar="SECONDS",
+                   help="membership: one datagram to each of (up to four) neighbours this often; a node's "
+                        "packet rate is 4/interval each way whatever the cluster's size")
+    p.add_argument("--dead-after", type=_seconds, default=t.dead_after, metavar="SECONDS",
+                   help="membership: a neighbour silent this long gets our vote (at least 3 heartbeat "
+                        "intervals); failover after a node dies takes about this long")
+    p.add_argument("--lease-renew", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="renew our speaker Lease this often (API writes: one per node per interval)")
+    p.add_argument("--lease-duration", type=int, default=40, metavar="SECONDS",
+                   help="a speaker Lease unrenewed this long has expired (a backstop: liveness comes "
+                        "from membership)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -71,11 +96,17 @@ def run(args: argparse.Namespace) -> int:
         bgp = BgpAnnouncer(args.node_name, speaker_factory(args.node_name, None, args.bgp_workdir))
     except OSError as exc:
         log.error("--bgp-workdir %s: %s; BGP disabled, layer2 goes on", args.bgp_workdir, exc)
+    try:
+        settings = SpeakerSettings(namespace=args.namespace, config_name=args.config_name, lb_class=args.lb_class,
+                                   interfaces_regex=args.interfaces, heartbeat_bind=heartbeat_bind,
+                                   timing=Timing(interval=args.heartbeat_interval, dead_after=args.dead_after),
+                                   lease_renew=args.lease_renew, lease_duration=args.lease_duration)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     rest = Rest(load_api_client(args.kubeconfig))
     recorder = EventRecorder(rest, "lbspeaker-speaker", args.node_name)
-    speaker = Speaker(rest, args.node_name, namespace=args.namespace, config_name=args.config_name,
-                      lb_class=args.lb_class, interfaces_regex=args.interfaces, heartbeat_bind=heartbeat_bind,
-                      recorder=recorder, bgp=bgp)
+    speaker = Speaker(rest, args.node_name, settings=settings, recorder=recorder, bgp=bgp)
     from prometheus_client import REGISTRY
 
     REGISTRY.register(SpeakerCollector(speaker.stats))
@@ -100,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=start, name="start", daemon=True).start()
     log.info("speaker for node %s starting", args.node_name)
     stop.wait()
-    log.info("stopping: giving up our IPs, telling peers, deleting our Lease, leaving BGP routes to graceful restart")
+    log.info("stopping: giving up our IPs, telling our neighbours, releasing our Lease, "
+             "leaving BGP routes to graceful restart")
     # graceful=True also for BGP: ExaBGP stops without withdrawing, so the routers keep our routes
     # (stale, under graceful restart) while the speaker restarts or is upgraded.
     speaker.stop(graceful=True)

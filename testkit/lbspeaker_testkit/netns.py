@@ -126,6 +126,9 @@ class Lab:
         if len(name) > 15 or short in self.hosts:
             raise ValueError(f"host name {short!r} is too long or already used")
         self._add_namespace(name)
+        # A new namespace copies the root namespace's forwarding setting; a forwarding lab host would
+        # send ICMP redirects and ARP on others' behalf, which no test host should do.
+        run(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ip_forward=0"])
         port = f"p{len(self.hosts)}"
         tmp = f"{self.prefix}{len(self.hosts)}"
         run(["ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", tmp])

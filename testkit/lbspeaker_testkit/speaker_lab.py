@@ -247,6 +247,12 @@ class SpeakerLab:
         items = self.rest.get(path_for("v1", "events", SVC_NS), fieldSelector=f"involvedObject.name={name}")
         return [e for e in items.get("items") or [] if e.get("reason") == reason]
 
+    def released(self, node: str) -> bool:
+        """Whether ``node``'s speaker Lease is released (a graceful exit): no holder, state ``left``."""
+        lease = self.rest.get(path_for("coordination.k8s.io/v1", "leases", NAMESPACE, f"speaker-{node}"))
+        annotations = lease["metadata"].get("annotations") or {}
+        return not (lease.get("spec") or {}).get("holderIdentity") and annotations.get("lbspeaker.io/state") == "left"
+
     def leases(self) -> set[str]:
         items = self.rest.get(path_for("coordination.k8s.io/v1", "leases", NAMESPACE)).get("items") or []
         return {i["metadata"]["name"] for i in items}

@@ -65,7 +65,6 @@ REQUIRED: dict[str, set[Need]] = {
         Need("coordination.k8s.io", "leases", "watch", OWN),
         Need("coordination.k8s.io", "leases", "create", OWN),
         Need("coordination.k8s.io", "leases", "update", OWN),
-        Need("coordination.k8s.io", "leases", "delete", OWN),
         # The memberlist key and the BGP passwords: one informer over the namespace's Secrets (the
         # names come from the config), so that no read blocks the reconcile loop.
         Need("", "secrets", "list", OWN),

@@ -1,4 +1,4 @@
-"""The speaker's pure parts: desired-state computation (speaker.layer2), Lease parsing, key decoding, links."""
+"""The speaker's pure parts: the layer2 rules (over ``speaker.layer2.plan``), the Lease schema, key decoding, links."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lbspeaker.l2.interfaces import Interface
 from lbspeaker.speaker import eligibility, layer2, lease
 from lbspeaker.speaker.app import decode_key
 from lbspeaker.speaker.layer2 import local_link
-from lbspeaker.speaker.lease import SUBNETS_ANNOTATION, lease_inputs, node_of
+from lbspeaker.speaker.lease import node_of
 from lbspeaker.speaker.metrics import SpeakerCollector
 
 ALL = ("node1", "node2", "node3")
@@ -80,11 +80,21 @@ def test_no_config_or_no_pool_announces_nothing() -> None:
     assert p.l2 == {} and p.unknown == {"198.51.100.99": ("a/x",)}
 
 
+def ip_won_by(node: str, pool_range: range = range(200, 251)) -> str:
+    """An IP of pool l2 that ``node`` wins over all three nodes: excluding it must change the owner."""
+    return next(ip for ip in (f"192.0.2.{i}" for i in pool_range) if election.owner(ip, ALL) == node)
+
+
 def test_excluded_label_and_network_unavailable_make_a_node_ineligible() -> None:
-    ip = "192.0.2.201"
+    for node_name, obj in (("node1", node("node1", {eligibility.EXCLUDE_LABEL: ""})),
+                           ("node2", node("node2", unavailable=True))):
+        ip = ip_won_by(node_name)
+        views = nodes(*(obj if n == node_name else node(n) for n in ALL))
+        assert owner_of(ip, [svc("a/x", ip)], node_views=views) == election.owner(
+            ip, [n for n in ALL if n != node_name])
+        assert eligibility.excluded(views[node_name])
     views = nodes(node("node1", {eligibility.EXCLUDE_LABEL: ""}), node("node2", unavailable=True), node("node3"))
-    assert owner_of(ip, [svc("a/x", ip)], node_views=views) == "node3"
-    assert eligibility.excluded(views["node1"]) and eligibility.excluded(views["node2"]) == "NetworkUnavailable"
+    assert eligibility.excluded(views["node2"]) == "NetworkUnavailable"
 
 
 def test_node_without_node_object_is_not_eligible() -> None:
@@ -180,18 +190,40 @@ def test_internal_ip_prefers_ipv4_and_skips_garbage() -> None:
     assert objects.internal_ip(node("n")) is None
 
 
-def test_lease_inputs_and_node_of() -> None:
-    obj = {"metadata": {"name": "speaker-node1", "annotations": {lease.HEARTBEAT_ANNOTATION: "192.0.2.1:7946"}},
-             "spec": {"holderIdentity": "node1", "renewTime": "2026-01-01T00:00:00.000000Z",
-                      "leaseDurationSeconds": 10}}
-    got = lease_inputs(obj, lease.HEARTBEAT_ANNOTATION)
-    assert got.holder == "node1" and got.duration == 10.0 and got.heartbeat_addr == "192.0.2.1:7946"
+def test_speaker_lease_view_and_node_of() -> None:
+    obj = {"metadata": {"name": "speaker-node1", "resourceVersion": "7",
+                        "annotations": {lease.HEARTBEAT_ANNOTATION: "192.0.2.1:7946", lease.BOOT_ANNOTATION: "4",
+                                        lease.STATE_ANNOTATION: "9 serving",
+                                        lease.VOTED_DEAD_ANNOTATION: "4.8 node2"}},
+           "spec": {"holderIdentity": "node1", "renewTime": "2026-01-01T00:00:00.000000Z",
+                    "leaseDurationSeconds": 40}}
+    got = lease.speaker_lease(obj)
+    assert got is not None
+    assert (got.node, got.holder, got.duration, got.heartbeat_addr) == ("node1", "node1", 40.0, ("192.0.2.1", 7946))
+    assert (got.boot, got.version, got.serving, got.left, got.voted_dead) == (4, 9, True, False, (4, 8, "node2"))
     assert got.renew_time == 1767225600.0
+    renewed = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "8"},
+               "spec": {**obj["spec"], "renewTime": "2026-01-01T00:00:10.000000Z"}}
+    again = lease.speaker_lease(renewed)
+    assert again is not None and again.content == got.content  # a renewal alone changes nothing worth recomputing
     assert node_of(obj) == "node1"
     assert node_of({"metadata": {"name": "lbspeaker-controller"}}) is None
     assert node_of({"metadata": {"name": "speaker-"}}) is None
-    bad = lease_inputs({"spec": {"leaseDurationSeconds": "x", "renewTime": 5}}, lease.HEARTBEAT_ANNOTATION)
-    assert bad == type(bad)(None, None, 0.0, None)
+    bad = lease.speaker_lease({"metadata": {"name": "speaker-x", "annotations": {
+        lease.BOOT_ANNOTATION: "-3", lease.STATE_ANNOTATION: "zz", lease.HEARTBEAT_ANNOTATION: "[192.0.2.1]:1"}},
+        "spec": {"leaseDurationSeconds": "x", "renewTime": 5}})
+    assert bad is not None and (bad.boot, bad.version, bad.serving, bad.heartbeat_addr, bad.duration) == (
+        0, 0, False, None, 0.0)
+    left = lease.speaker_lease({"metadata": {"name": "speaker-y", "annotations": {lease.STATE_ANNOTATION: "left"}}})
+    assert left is not None and left.left and left.holder is None
+
+
+def test_hostport() -> None:
+    assert lease.parse_hostport("192.0.2.1:7946") == ("192.0.2.1", 7946)
+    assert lease.parse_hostport("[2001:db8::1]:7946") == ("2001:db8::1", 7946)
+    for bad in ("2001:db8::1:7946", "[192.0.2.1]:1", "host:1", "192.0.2.1:0", "192.0.2.1:70000", "", None):
+        assert lease.parse_hostport(bad) is None
+    assert lease.format_hostport("2001:db8::1", 5) == "[2001:db8::1]:5"
 
 
 def test_decode_key_never_echoes_the_key() -> None:
@@ -228,27 +260,3 @@ def test_speaker_collector_exports_l2_and_heartbeat_counters() -> None:
                  "lbspeaker_speaker_duplicates_seen_total 1.0", "lbspeaker_speaker_heartbeats_sent_total 10.0",
                  'lbspeaker_speaker_heartbeats_rejected_total{reason="mac"} 2.0'):
         assert line in text
-
-
-def test_status_announced_by_column_uses_current_leases_only() -> None:
-    from lbspeaker.status import LEASE_NOTE, render
-
-    cm = {"metadata": {"name": "config"}, "data": {"config": "address-pools:\n- name: l2\n  protocol: layer2\n"
-                                                             "  addresses: [192.0.2.200-192.0.2.250]\n"}}
-    service = {"metadata": {"namespace": "a", "name": "web"}, "spec": {"type": "LoadBalancer"},
-               "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.201"}]}}}
-    slices = [{"metadata": {"namespace": "a", "name": "web-1", "labels": {objects.SERVICE_NAME_LABEL: "web"}},
-               "endpoints": [{"nodeName": "node1", "conditions": {"ready": True}}]}]
-
-    def lease(name: str, renew: str) -> dict[str, Any]:
-        return {"metadata": {"name": f"speaker-{name}", "annotations": {SUBNETS_ANNOTATION: "192.0.2.0/24"}},
-                "spec": {"holderIdentity": name, "renewTime": renew, "leaseDurationSeconds": 10}}
-
-    now = 1767225605.0  # 2026-01-01T00:00:05Z
-    leases = [lease("node1", "2026-01-01T00:00:00.000000Z"), lease("node2", "2026-01-01T00:00:00.000000Z"),
-              lease("node3", "2025-12-31T23:00:00.000000Z")]  # node3's Lease expired
-    text = render([cm], [service], nodes=[node(n) for n in ALL], slices=slices, leases=leases, wall_now=now)
-    row = next(line for line in text.splitlines() if line.startswith("a "))
-    assert row.split()[-1] == election.owner("192.0.2.201", ("node1", "node2"))
-    assert "ANNOUNCED-BY" in text and LEASE_NOTE in text
-    assert "ANNOUNCED-BY" not in render([cm], [service])
