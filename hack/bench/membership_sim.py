@@ -32,10 +32,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from lbspeaker_testkit.membership_sim import Cut, Simulation  # noqa: E402
+from lbspeaker_testkit.membership_sim import Cut, Simulation
 
-from lbspeaker import election  # noqa: E402
-from lbspeaker.membership.detector import Timing  # noqa: E402
+from lbspeaker import election
+from lbspeaker.membership.detector import Timing
 
 STEP = 0.005  # seconds of simulated time between checks
 
