@@ -18,6 +18,7 @@ import json
 import queue
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -387,6 +388,192 @@ def test_interface_down_stops_answering_and_up_resumes_with_announcements(
         capture.close()
     assert arping(client, VIP4) == [node.mac] * 3
     assert speaker.stop()["errors"] == 0
+
+
+# --- frames that must not be answered --------------------------------------------------------------------
+
+FOREIGN_MAC = "02:00:5e:00:99:99"  # no host has it, so the switch floods frames sent to it
+MACVLAN_MAC = "02:00:5e:00:77:77"
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID = 0x10
+PACKET_OTHERHOST = 3
+
+
+def add_macvlan(node: Host) -> None:
+    """A macvlan (no address) on the node's eth0, as container networking makes them."""
+    made = node.run(
+        ["ip", "link", "add", "link", "eth0", "name", "mv0", "address", MACVLAN_MAC, "type", "macvlan", "mode", "bridge"],
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"this kernel cannot make a macvlan: {made.stderr.strip()}")
+    node.run(["ip", "link", "set", "mv0", "up"])
+
+
+def probes(client: Host, node: Host) -> list[tuple[str, bytes, bool]]:
+    """(requester IP, frame, answered?) — each request asks for a VIP from its own requester address.
+
+    Answered: broadcast/multicast and unicast to the node, also 802.1p priority-tagged (VLAN 0 is the
+    untagged VLAN; the kernel itself answers those). Not answered: tagged for VLAN 10, unicast to
+    another MAC, unicast to a macvlan stacked on the node's eth0.
+    """
+    from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
+    from scapy.layers.l2 import ARP, Dot1Q, Ether
+
+    group_mac = packets.solicited_node(ipaddress.ip_address(VIP6).packed)[1].hex(":")
+
+    def arp(host: int, dst: str, vlan: int | None = None) -> tuple[str, bytes]:
+        spa = f"192.0.2.{host}"
+        eth = Ether(src=client.mac, dst=dst)
+        body = ARP(op=1, hwsrc=client.mac, psrc=spa, hwdst="00:00:00:00:00:00", pdst=VIP4)
+        return spa, bytes(eth / Dot1Q(vlan=vlan, prio=3) / body if vlan is not None else eth / body)
+
+    def ns(host: int, dst: str, vlan: int | None = None) -> tuple[str, bytes]:
+        src = f"2001:db8::{host:x}"
+        multicast = dst == group_mac
+        ipv6 = IPv6(src=src, dst="ff02::1:ff00:10" if multicast else VIP6, hlim=255)
+        body = ipv6 / ICMPv6ND_NS(tgt=VIP6) / ICMPv6NDOptSrcLLAddr(lladdr=client.mac)
+        eth = Ether(src=client.mac, dst=dst)
+        return src, bytes(eth / Dot1Q(vlan=vlan) / body if vlan is not None else eth / body)
+
+    bcast = "ff:ff:ff:ff:ff:ff"
+    return [
+        (*arp(101, bcast), True),
+        (*arp(102, node.mac), True),
+        (*arp(103, bcast, vlan=0), True),
+        (*arp(111, bcast, vlan=10), False),
+        (*arp(112, node.mac, vlan=10), False),
+        (*arp(113, FOREIGN_MAC), False),
+        (*arp(114, MACVLAN_MAC), False),
+        (*ns(0x101, group_mac), True),
+        (*ns(0x102, node.mac), True),
+        (*ns(0x111, group_mac, vlan=10), False),
+        (*ns(0x112, node.mac, vlan=10), False),
+        (*ns(0x113, FOREIGN_MAC), False),
+        (*ns(0x114, MACVLAN_MAC), False),
+    ]
+
+
+def requester(frame: bytes) -> str | None:
+    """The requester address of an ARP request or NS for a VIP (None: another frame, e.g. the macvlan's DAD)."""
+    parsed = packets.parse_frame(frame)
+    if isinstance(parsed, packets.ArpPacket) and parsed.target_ip == ipaddress.ip_address(VIP4).packed:
+        return str(ipaddress.ip_address(parsed.sender_ip))
+    if isinstance(parsed, packets.NeighborSolicitation) and parsed.target == ipaddress.ip_address(VIP6).packed:
+        return str(ipaddress.ip_address(parsed.src_ip))
+    return None
+
+
+def test_kernel_filter_passes_only_frames_that_arrive_for_this_interface(
+    lab: Lab, hosts: tuple[Host, Host, Host]
+) -> None:
+    """The filters on real packet sockets, and the kernel facts they rest on (seen on an unfiltered socket)."""
+    from lbspeaker.l2 import bpf
+
+    node, _, client = hosts
+    add_macvlan(node)
+    eth0_index = int(node.run(["cat", "/sys/class/net/eth0/ifindex"]).stdout)
+    socks: list[socket.socket] = []
+    with in_netns(node.name):
+        for proto, program in ((0x0806, bpf.arp_program(eth0_index)), (0x86DD, bpf.nd_program(eth0_index))):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+            bpf.attach(sock, program)
+            sock.bind(("eth0", proto))
+            socks.append(sock)
+        bare = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        bare.bind(("eth0", 0x0806))
+    bare.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    for sock in (*socks, bare):
+        sock.setblocking(False)
+    sender = Capture(client)
+    sent = probes(client, node)
+    try:
+        for _, frame, _ in sent:
+            sender.sock.send(frame)
+        time.sleep(0.3)
+        passed: set[str] = set()
+        for sock in socks:
+            while True:
+                try:
+                    if (key := requester(sock.recv(2048))) is not None:
+                        passed.add(key)
+                except BlockingIOError:
+                    break
+        seen: dict[str, tuple[str, int, int, int]] = {}  # requester -> (interface, pkttype, aux status, aux tci)
+        while True:
+            try:
+                data, ancdata, _flags, addr = bare.recvmsg(2048, socket.CMSG_SPACE(20))
+            except BlockingIOError:
+                break
+            aux = next(raw for level, kind, raw in ancdata if (level, kind) == (SOL_PACKET, PACKET_AUXDATA))
+            status, _len, _snap, _mac, _net, tci, _tpid = struct.unpack("IIIHHHH", aux[:20])
+            assert data[12:14] == b"\x08\x06", "the kernel hands protocol sockets untagged frames"
+            seen[requester(data) or "?"] = (addr[0], addr[2], status, tci)
+    finally:
+        sender.close()
+        for sock in (*socks, bare):
+            sock.close()
+    assert passed == {key for key, _, answered in sent if answered}
+    # Why the filter looks at pkttype and the interface, not at the bytes or the aux data:
+    for tagged in ("192.0.2.111", "192.0.2.112"):
+        _ifname, pkttype, status, tci = seen[tagged]
+        assert (pkttype, status & TP_STATUS_VLAN_VALID, tci) == (PACKET_OTHERHOST, 0, 0), "tag gone, OTHERHOST"
+    assert seen["192.0.2.113"][1] == PACKET_OTHERHOST
+    assert seen["192.0.2.114"][:2] == ("mv0", 0), "for the macvlan: PACKET_HOST, on the macvlan's index"
+    assert seen["192.0.2.101"][:2] == ("eth0", 1)
+
+
+def plain_switch(lab: Lab) -> None:
+    """Make the lab bridge forward frames a real switch forwards but the Linux bridge would check.
+
+    It drops IPv6 whose payload length disagrees with the frame, both in MLD snooping and in
+    br_netfilter's header check; a plain switch does not, so the node must cope.
+    """
+    run(["ip", "-n", lab.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
+    # check=False: without br_netfilter loaded the sysctl does not exist and there is nothing to turn off.
+    run(["ip", "netns", "exec", lab.switch, "sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=0"], check=False)
+
+
+def test_tagged_and_foreign_unicast_requests_are_not_answered(lab: Lab, hosts: tuple[Host, Host, Host]) -> None:
+    node, _, client = hosts
+    add_macvlan(node)
+    plain_switch(lab)
+    speaker = Speaker(lab, node, "--interface", "eth0", "--ip", VIP4, "--ip", VIP6)
+    bad = _bad_frames(mac_bytes(client.mac), mac_bytes(node.mac))
+    tagged_bad = [frame[:12] + b"\x81\x00\x00\x0a" + frame[12:] for frame in bad]  # VLAN 10
+    sent = probes(client, node)
+    capture = Capture(client)
+    try:
+        capture.drain()
+        capture.frames.clear()
+        for _, frame, _ in sent:  # garbage before every request: it must not stop the next answer
+            for junk in bad + tagged_bad:
+                capture.sock.send(junk[:1514])
+            capture.sock.send(frame)
+        wanted = {key for key, _, answered in sent if answered}
+
+        def answered() -> set[str]:
+            out = set()
+            for f in capture.parsed(outgoing=False):
+                if isinstance(f, packets.ArpPacket) and f.op == packets.ARP_REPLY and f.eth_src == mac_bytes(node.mac):
+                    out.add(str(ipaddress.ip_address(f.target_ip)))
+                elif isinstance(f, packets.NeighborAdvertisement) and f.flags & packets.NA_FLAG_SOLICITED:
+                    out.add(str(ipaddress.ip_address(f.dst_ip)))
+            return out
+
+        wait_for("the answers to the requests that deserve one", lambda: answered() >= wanted)
+        time.sleep(0.3)  # time for any wrong answer to arrive too
+        assert answered() == wanted
+    finally:
+        capture.close()
+    assert arping(client, VIP4, count=1) == [node.mac]  # still answering afterwards
+    stats = speaker.stop()
+    assert stats["responses_sent"] == len(wanted) + 1
+    # Untagged garbage reaches the parser and is counted; tagged garbage never leaves the kernel.
+    assert stats["malformed_frames"] == len(sent) * 7
+    assert stats["errors"] == 0
+    assert not any("Traceback" in line for line in speaker.log)
 
 
 # --- the facade in-process -------------------------------------------------------------------------------
