@@ -184,6 +184,10 @@ def test_a_lost_and_regained_pair_is_gained_again() -> None:
 class FakeAnnouncer:
     def __init__(self) -> None:
         self.calls: list[tuple[list[tuple[bytes, str]], float | None]] = []
+        self.cancelled: list[tuple[bytes, str]] = []
+
+    def cancel(self, keys: Iterable[tuple[bytes, str]]) -> None:
+        self.cancelled.extend(keys)
 
     def announce(self, keys: Iterable[tuple[bytes, str]], at: float | None = None) -> None:
         self.calls.append((list(keys), at))
@@ -209,5 +213,23 @@ def test_a_claim_schedules_announcing_that_pair_again_and_only_a_pair_we_announc
         announcer._claimed(V4, PEER, "eth0")
         assert len(fake.calls) == 2
         assert announcer.stats()["reannouncements"] == 2
+    finally:
+        announcer._responder.stop()
+
+
+def test_a_lost_pair_is_no_longer_defended_and_its_history_is_dropped() -> None:
+    announcer = L2Announcer(reclaim_delay=0.5)
+    fake = FakeAnnouncer()
+    announcer._announcer = fake  # type: ignore[assignment]
+    announcer._started = True
+    announcer._active = {(V4, "eth0"): PORT}
+    try:
+        announcer._claimed(V4, PEER, "eth0")
+        assert announcer._reclaim.tracked() == 1 and len(fake.calls) == 1
+        announcer.update({})  # lost (no sockets needed to answer for nothing)
+        assert fake.cancelled == [(V4, "eth0")]  # the pending re-announcement with the rest
+        assert announcer._reclaim.tracked() == 0
+        announcer._claimed(V4, PEER, "eth0")
+        assert len(fake.calls) == 1
     finally:
         announcer._responder.stop()
