@@ -11,6 +11,10 @@ address it has not configured. Two memberships do that: PACKET_ADD_MEMBERSHIP pu
 kernel send MLD reports, without which an MLD-snooping switch (with a querier on the segment) never
 forwards the group to this port. Joining a group does not make the kernel answer for the address.
 
+A frame in which another MAC claims an owned IP (any ARP or NS sent from that IP, gratuitous ARP
+included, or an NA for it) goes to ``on_claim`` each time, so the owner can announce again, and to
+``on_duplicate`` at most once per interval per IP and interface, for the operator.
+
 One thread serves all sockets. The owned set is an immutable mapping swapped in one assignment, so
 ``set_owned`` takes effect for the very next frame; sockets of interfaces no longer used are closed by
 the serving thread itself, so it never reads from a closed (or reused) descriptor.
