@@ -372,11 +372,7 @@ def _bad_frames(client_mac: bytes, node_mac: bytes) -> list[bytes]:
 
 def test_garbage_does_not_stop_the_responder(lab: Lab, hosts: tuple[Host, Host, Host]) -> None:
     node, _, client = hosts
-    # The Linux bridge itself drops IPv6 whose payload length disagrees with the frame, both in MLD snooping
-    # and in br_netfilter's header check; a plain switch does not, so the node must cope. Both off, here only.
-    run(["ip", "-n", lab.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
-    # check=False: without br_netfilter loaded the sysctl does not exist and there is nothing to turn off.
-    run(["ip", "netns", "exec", lab.switch, "sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=0"], check=False)
+    plain_switch(lab)
     speaker = Speaker(lab, node, "--interface", "eth0", "--ip", VIP4, "--ip", VIP6)
     capture = Capture(client)
     bad = _bad_frames(mac_bytes(client.mac), mac_bytes(node.mac))
@@ -686,11 +682,13 @@ def test_a_storm_of_claims_yields_a_bounded_number_of_announcements(lab: Lab, ho
         capture.clear()
         frames = claims(claimant)
         start = time.monotonic()
+        sent = 0
         for i in range(200):  # bounded: 200 x 3 claims over 2 s
             if time.monotonic() - start > storm * 2:
                 break
             for frame in frames:
                 sender.sock.send(frame)
+            sent += len(frames)
             capture.drain()
             time.sleep(max(0.0, start + (i + 1) * storm / 200 - time.monotonic()))
         length = time.monotonic() - start
@@ -704,7 +702,7 @@ def test_a_storm_of_claims_yields_a_bounded_number_of_announcements(lab: Lab, ho
         sender.close()
     ours = mac_bytes(node.mac)
     claim_times = [t for t, f in heard if announcement_of(f, mac_bytes(claimant.mac)) is not None]
-    assert len(claim_times) == 3 * 200
+    assert len(claim_times) == sent >= 3 * 100
     for vip in (VIP4, VIP6):
         # One round is one gratuitous ARP request (+ reply) or one unsolicited NA.
         mine = [t for t, f in heard if announcement_of(f, ours) == vip
