@@ -3,8 +3,9 @@
 ``L2Announcer`` is what the speaker uses: it is told which IPs to announce on which interfaces and
 converges to that — answering requests, announcing newly owned (ip, interface) pairs, and going
 silent on lost ones at once. It follows interface state itself: a pair whose interface is down or
-gone is not answered for, and is announced again when the interface comes back. Create, start and
-update it from threads of the network namespace it should work in (the host's, for the speaker).
+gone is not answered for, and is announced again when the interface comes back; so is a pair lost
+and then regained, and one another MAC claims (see ``reclaim``). Create, start and update it from
+threads of the network namespace it should work in (the host's, for the speaker).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from lbspeaker.l2 import packets
 from lbspeaker.l2.announce import Announcer
 from lbspeaker.l2.interfaces import Interface, InterfaceWatcher, choose_interfaces
+from lbspeaker.l2.reclaim import Reclaim
 from lbspeaker.l2.responder import DuplicateCallback, Port, Responder
 
 __all__ = ["DuplicateCallback", "Interface", "L2Announcer"]
@@ -25,6 +28,13 @@ log = logging.getLogger(__name__)
 
 InterfacesCallback = Callable[[Sequence[Interface]], None]
 Pair = tuple[bytes, str]  # (packed ip, interface name)
+
+
+def changes(active: Mapping[Pair, Port], wanted: Mapping[Pair, Port]) -> tuple[list[Pair], list[Pair]]:
+    """Pure: (lost, gained) going from ``active`` to ``wanted``; a pair on a re-made interface is both."""
+    lost = [pair for pair, port in active.items() if wanted.get(pair) != port]
+    gained = [pair for pair, port in wanted.items() if active.get(pair) != port]
+    return lost, gained
 
 
 class L2Announcer:
@@ -39,11 +49,20 @@ class L2Announcer:
         repeats: int = 2,
         interval: float = 0.5,
         duplicate_interval: float = 10.0,
+        reclaim_delay: float = 0.1,
+        reclaim_burst: int = 3,
+        reclaim_interval: float = 1.0,
     ) -> None:
+        """``repeats``/``interval``: announcement rounds after the first; ``on_duplicate`` is called at most
+        once per ``duplicate_interval`` per (IP, interface); ``reclaim_*``: see ``lbspeaker.l2.reclaim``."""
         self._regex = interfaces_regex
         self._listeners: list[InterfacesCallback] = [on_interfaces_changed] if on_interfaces_changed else []
         self._lock = threading.RLock()
-        self._responder = Responder(on_duplicate, duplicate_interval)
+        # Held briefly by the responder's thread, never around I/O: the big lock above must not delay answers.
+        self._reclaim_lock = threading.Lock()
+        self._reclaim: Reclaim[Pair] = Reclaim(reclaim_delay, reclaim_burst, reclaim_interval)
+        self._reannouncements = 0
+        self._responder = Responder(on_duplicate, duplicate_interval, on_claim=self._claimed)
         self._announcer: Announcer[Pair] = Announcer(self._fire, repeats=repeats, interval=interval)
         self._watcher = InterfaceWatcher(self._interfaces_changed)
         self._interfaces: dict[str, Interface] = {}
@@ -102,6 +121,7 @@ class L2Announcer:
     def stats(self) -> dict[str, int]:
         counters = self._responder.counters()
         counters["announcements_pending"] = self._announcer.pending()
+        counters["reannouncements"] = self._reannouncements
         with self._lock:
             counters["pairs_active"] = len(self._active)
         return counters
@@ -116,19 +136,37 @@ class L2Announcer:
                 iface = self._interfaces.get(name)
                 if iface is not None and iface.can_announce:
                     wanted[(ip, name)] = Port(iface.name, iface.index, iface.mac)
-        lost = [pair for pair, port in self._active.items() if wanted.get(pair) != port]
-        gained = [pair for pair, port in wanted.items() if self._active.get(pair) != port]
-        self._announcer.cancel(lost)
+        lost, gained = changes(self._active, wanted)
         owned: dict[Port, list[bytes]] = {}
         for (ip, _name), port in wanted.items():
             owned.setdefault(port, []).append(ip)
-        self._active = wanted
+        self._active = wanted  # replaced whole, never changed in place: the responder's thread reads it
+        with self._reclaim_lock:
+            self._announcer.cancel(lost)
+            self._reclaim.forget(lost)
         self._responder.set_owned(owned)
         if gained:
             self._announcer.announce(gained)
 
+    def _claimed(self, ip: bytes, mac: bytes, ifname: str) -> None:
+        """From the responder's thread: ``mac`` claimed ``ip``, which we announce on ``ifname``."""
+        pair = (ip, ifname)
+        with self._reclaim_lock:
+            if pair not in self._active:
+                return  # lost meanwhile: the claimant may well be the new owner
+            when = self._reclaim.claimed(pair, time.monotonic())
+            if when is None:
+                return
+            self._reannouncements += 1
+            self._announcer.announce([pair], at=when)
+        log.info("announcing %s on %s again in %.0f ms: %s claimed it", ipaddress.ip_address(ip), ifname,
+                 max(0.0, when - time.monotonic()) * 1e3, mac.hex(":"))
+
     def _fire(self, batch: Sequence[Pair]) -> None:
         """One announcement round; pairs lost since they were queued are skipped."""
+        with self._reclaim_lock:
+            if self._reclaim.tracked():
+                self._reclaim.sent(batch, time.monotonic())
         by_port: dict[Port, list[bytes]] = {}
         with self._lock:
             for pair in batch:

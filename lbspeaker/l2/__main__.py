@@ -26,6 +26,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--interfaces", dest="regex", default=None, help="regex of interface names to consider")
     parser.add_argument("--repeats", type=int, default=2, help="gratuitous repeats after the first round")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between gratuitous rounds")
+    parser.add_argument("--reclaim-delay", type=float, default=0.1,
+                        help="seconds from another MAC's claim of an IP to announcing it again")
+    parser.add_argument("--reclaim-burst", type=int, default=3, help="re-announcements per IP at once")
+    parser.add_argument("--reclaim-interval", type=float, default=1.0,
+                        help="seconds between re-announcements per IP beyond the burst")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     for ip in args.ip:
@@ -43,7 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    announcer = L2Announcer(args.regex, repeats=args.repeats, interval=args.interval)
+    announcer = L2Announcer(
+        args.regex,
+        repeats=args.repeats,
+        interval=args.interval,
+        reclaim_delay=args.reclaim_delay,
+        reclaim_burst=args.reclaim_burst,
+        reclaim_interval=args.reclaim_interval,
+    )
 
     def desired() -> dict[str, list[str]]:
         return {ip: list(args.interface) or announcer.interfaces_for(ip) for ip in args.ip}

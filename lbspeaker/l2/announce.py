@@ -107,9 +107,10 @@ class Announcer(Generic[K]):
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def announce(self, keys: Iterable[K]) -> None:
+    def announce(self, keys: Iterable[K], at: float | None = None) -> None:
+        """Start the rounds for ``keys`` now, or at ``at`` (in the clock's time); restarts rounds under way."""
         with self._cond:
-            self._schedule.add(keys, self._clock())
+            self._schedule.add(keys, self._clock() if at is None else at)
             self._cond.notify()
 
     def cancel(self, keys: Iterable[K]) -> None:

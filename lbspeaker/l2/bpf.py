@@ -4,9 +4,20 @@ The kernel runs these for every frame of the socket's protocol on the interface;
 costs no copy and no wake-up. The programs select, they do not validate: field checks stay in
 ``packets.parse_frame`` so there is one place that decides what is malformed (and counts it).
 
-Frames whose VLAN tag the NIC stripped into metadata would otherwise look untagged here: the
-ancillary load of "VLAN tag present" drops them, because they belong to the VLAN sub-interface,
-which has its own socket when an IP is announced there.
+Each program first checks the frame's content (ethertype, then the ARP opcode or the ICMPv6 type, so
+the bulk of a node's IPv6 traffic is rejected after a few instructions), then how the frame arrived,
+from the kernel's ancillary fields. By the time a protocol-bound packet socket sees a frame the
+kernel has already taken any 802.1Q tag off it, so the bytes alone say nothing about VLANs (and
+PACKET_AUXDATA carries no tag either: the kernel clears it before delivering to these sockets):
+- pkttype below PACKET_OTHERHOST (host, broadcast, multicast). A tagged frame for a VLAN this node has
+  no sub-interface for arrives untagged as OTHERHOST, as does a frame unicast to another MAC; looped
+  back (LOOPBACK) and outgoing copies are above it too.
+- the socket's own interface index. A frame that another device stacked on the interface claims (a
+  VLAN sub-interface for its tag, a macvlan for its MAC) is also handed to the lower interface's
+  protocol sockets, with the upper device as its interface.
+- no VLAN tag in the metadata: where the kernel keeps it (DSA conduit interfaces) the frame belongs to
+  a VLAN too.
+A program is about ten instructions, run by the kernel's BPF JIT where it has one.
 """
 
 from __future__ import annotations
@@ -24,12 +35,14 @@ _LD_W_ABS = 0x20
 _LD_H_ABS = 0x28
 _LD_B_ABS = 0x30
 _JEQ_K = 0x15
+_JGE_K = 0x35
 _RET_K = 0x06
 
 _SKF_AD_OFF = -0x1000
 _SKF_AD_PKTTYPE = 4
+_SKF_AD_IFINDEX = 8
 _SKF_AD_VLAN_TAG_PRESENT = 48
-_PACKET_OUTGOING = 4
+PACKET_OTHERHOST = 3  # pkttypes: HOST 0, BROADCAST 1, MULTICAST 2, OTHERHOST 3, OUTGOING 4, LOOPBACK 5
 
 ACCEPT_BYTES = 0xFFFF
 
@@ -47,58 +60,68 @@ class Insn:
         return struct.pack("HBBI", self.code, self.jt, self.jf, self.k & 0xFFFFFFFF)
 
 
+@dataclass(frozen=True)
+class _Check:
+    """Load a value, then pass when it is one of ``any_of``, or when it is below ``below``."""
+
+    load: Insn
+    any_of: tuple[int, ...] = ()
+    below: int | None = None
+
+    def jumps(self) -> int:
+        return 1 if self.below is not None else len(self.any_of)
+
+
 def _ancillary(offset: int) -> Insn:
     return Insn(_LD_W_ABS, 0, 0, _SKF_AD_OFF + offset)
 
 
-def _program(ethertype: int, checks: Sequence[tuple[int, int, tuple[int, ...]]]) -> list[Insn]:
-    """Assemble: not outgoing, not tagged, this ethertype, then each (load opcode, offset, accepted values).
+def _assemble(checks: Sequence[_Check]) -> list[Insn]:
+    """Every check falls through to the next on a pass and jumps to the final "drop" otherwise.
 
-    Every check falls through on a match and jumps to the final "drop" on a mismatch; the jump
-    offsets are computed backwards from the end so the program stays correct when checks change.
+    Jump offsets are relative to the next instruction and computed from the layout, so the program
+    stays correct when checks are added or reordered.
     """
-    body: list[tuple[Insn, tuple[int, ...], bool]] = [
-        (_ancillary(_SKF_AD_PKTTYPE), (_PACKET_OUTGOING,), True),
-        (_ancillary(_SKF_AD_VLAN_TAG_PRESENT), (0,), False),
-        (Insn(_LD_H_ABS, 0, 0, 12), (ethertype,), False),
-    ]
-    body += [(Insn(code, 0, 0, offset), values, False) for code, offset, values in checks]
+    drop = sum(1 + check.jumps() for check in checks) + 1  # index of "drop"; "accept" is just before it
     out: list[Insn] = []
-    # Lay the program out first with placeholder jumps, then patch: index of "accept" and "drop" known at the end.
-    layout: list[tuple[Insn, int, bool, bool]] = []  # insn, value, is_last_value, negate
-    for load, values, negate in body:
-        layout.append((load, -1, False, negate))
-        for i, value in enumerate(values):
-            layout.append((Insn(_JEQ_K, 0, 0, value), value, i == len(values) - 1, negate))
-    accept = len(layout)
-    drop = accept + 1
-    for pos, (insn, _value, last, negate) in enumerate(layout):
-        if insn.code != _JEQ_K:
-            out.append(insn)
+    for check in checks:
+        out.append(check.load)
+        after = len(out) + check.jumps()  # index of the next check's load (or of "accept")
+        if check.below is not None:
+            pos = len(out)
+            out.append(Insn(_JGE_K, drop - pos - 1, 0, check.below))
             continue
-        # Where "this check passed" continues: past the remaining alternatives of this check.
-        nxt = pos + 1
-        while nxt < len(layout) and layout[nxt][0].code == _JEQ_K:
-            nxt += 1
-        if negate:  # a single forbidden value: equal -> drop, else go on
-            jt, jf = drop - pos - 1, nxt - pos - 1
-        else:  # any of the values: equal -> go on, else try the next alternative or drop
-            jt = nxt - pos - 1
-            jf = (drop - pos - 1) if last else 0
-        out.append(Insn(_JEQ_K, jt, jf, insn.k))
+        for i, value in enumerate(check.any_of):
+            pos = len(out)
+            last = i == len(check.any_of) - 1
+            out.append(Insn(_JEQ_K, after - pos - 1, drop - pos - 1 if last else 0, value))
     out.append(Insn(_RET_K, 0, 0, ACCEPT_BYTES))
     out.append(Insn(_RET_K, 0, 0, 0))
     return out
 
 
-def arp_program() -> list[Insn]:
-    """ARP requests and replies (the replies and gratuitous frames of others reveal duplicate owners)."""
-    return _program(0x0806, [(_LD_H_ABS, 20, (1, 2))])
+def _program(ethertype: int, content: Sequence[_Check], ifindex: int | None) -> list[Insn]:
+    checks = [_Check(Insn(_LD_H_ABS, 0, 0, 12), any_of=(ethertype,)), *content]
+    checks.append(_Check(_ancillary(_SKF_AD_PKTTYPE), below=PACKET_OTHERHOST))
+    checks.append(_Check(_ancillary(_SKF_AD_VLAN_TAG_PRESENT), any_of=(0,)))
+    if ifindex is not None:
+        checks.append(_Check(_ancillary(_SKF_AD_IFINDEX), any_of=(ifindex,)))
+    return _assemble(checks)
 
 
-def nd_program() -> list[Insn]:
+def arp_program(ifindex: int | None) -> list[Insn]:
+    """ARP requests and replies (the replies and gratuitous frames of others reveal duplicate owners).
+
+    ``ifindex`` is the interface the socket is bound to; None leaves that check out, for a socket whose
+    frames have no device (an AF_UNIX pair: there the kernel ends the program at the index load).
+    """
+    return _program(0x0806, [_Check(Insn(_LD_H_ABS, 0, 0, 20), any_of=(1, 2))], ifindex)
+
+
+def nd_program(ifindex: int | None) -> list[Insn]:
     """IPv6 frames whose next header is ICMPv6 and whose type is neighbour solicitation or advertisement."""
-    return _program(0x86DD, [(_LD_B_ABS, 20, (58,)), (_LD_B_ABS, 54, (135, 136))])
+    content = [_Check(Insn(_LD_B_ABS, 0, 0, 20), any_of=(58,)), _Check(Insn(_LD_B_ABS, 0, 0, 54), any_of=(135, 136))]
+    return _program(0x86DD, content, ifindex)
 
 
 def attach(sock: socket.socket, program: Sequence[Insn]) -> None:

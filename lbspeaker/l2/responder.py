@@ -11,6 +11,10 @@ address it has not configured. Two memberships do that: PACKET_ADD_MEMBERSHIP pu
 kernel send MLD reports, without which an MLD-snooping switch (with a querier on the segment) never
 forwards the group to this port. Joining a group does not make the kernel answer for the address.
 
+A frame in which another MAC claims an owned IP (any ARP or NS sent from that IP, gratuitous ARP
+included, or an NA for it) goes to ``on_claim`` each time, so the owner can announce again, and to
+``on_duplicate`` at most once per interval per IP and interface, for the operator.
+
 One thread serves all sockets. The owned set is an immutable mapping swapped in one assignment, so
 ``set_owned`` takes effect for the very next frame; sockets of interfaces no longer used are closed by
 the serving thread itself, so it never reads from a closed (or reused) descriptor.
@@ -47,6 +51,9 @@ _BATCH = 64  # frames read per wake-up and socket before looking at the others a
 
 DuplicateCallback = Callable[[str, str, str], None]
 """on_duplicate(ip, mac, ifname): another MAC claims an IP we answer for on ifname."""
+
+ClaimCallback = Callable[[bytes, bytes, str], None]
+"""on_claim(packed ip, mac, ifname): the same, for every such frame, from the serving thread (keep it quick)."""
 
 IPLike = str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -176,8 +183,15 @@ def _mreq(index: int, mac: bytes) -> bytes:
 class Responder:
     """Raw-socket ARP/NDP responder for a changing set of owned IPs per interface."""
 
-    def __init__(self, on_duplicate: DuplicateCallback | None = None, duplicate_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        on_duplicate: DuplicateCallback | None = None,
+        duplicate_interval: float = 10.0,
+        on_claim: ClaimCallback | None = None,
+    ) -> None:
+        """``on_duplicate`` is called at most once per ``duplicate_interval`` per (IP, interface)."""
         self._on_duplicate = on_duplicate
+        self._on_claim = on_claim
         self._duplicate_interval = duplicate_interval
         self._lock = threading.Lock()  # serialises set_owned and socket bookkeeping, never the hot path
         self._owned: Mapping[str, frozenset[bytes]] = {}
@@ -289,9 +303,9 @@ class Responder:
         if _current_netns() != self._netns:
             # A socket opened here would bind to a same-named interface of another namespace.
             raise RuntimeError(f"{port.name}: sockets requested from another network namespace than start()'s")
-        arp = _packet_socket(port, ETH_P_ARP, bpf.arp_program())
+        arp = _packet_socket(port, ETH_P_ARP, bpf.arp_program(port.index))
         try:
-            nd = _packet_socket(port, ETH_P_IPV6, bpf.nd_program())
+            nd = _packet_socket(port, ETH_P_IPV6, bpf.nd_program(port.index))
         except BaseException:
             arp.close()
             raise
@@ -395,7 +409,14 @@ class Responder:
                 log.debug("reply on %s: %s", port.name, exc)
         if verdict.duplicate is not None:
             self.duplicates += 1
-            self._report_duplicate(verdict.duplicate[0], verdict.duplicate[1], port.name)
+            ip, mac = verdict.duplicate
+            if self._on_claim is not None:
+                try:
+                    self._on_claim(ip, mac, port.name)
+                except Exception:
+                    self.errors += 1
+                    log.exception("on_claim callback")
+            self._report_duplicate(ip, mac, port.name)
 
     def _report_duplicate(self, ip: bytes, mac: bytes, ifname: str) -> None:
         now = time.monotonic()

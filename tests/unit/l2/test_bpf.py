@@ -1,9 +1,10 @@
 """The BPF programs, run by the real kernel on an AF_UNIX datagram socket (no root needed).
 
 A socket filter on a Unix datagram socket sees each message as the packet, starting at offset 0, so
-sending whole Ethernet frames through a socketpair exercises exactly the instructions the packet
-sockets run. Ancillary loads read zero there (untagged, PACKET_HOST); the VLAN-metadata and
-outgoing-direction branches are only exercised on packet sockets (tests/netns).
+sending whole Ethernet frames through a socketpair exercises the content checks the packet sockets
+run. Ancillary loads read zero there (untagged, PACKET_HOST) and a message has no interface, so the
+programs are built without the interface check; the arrival checks (pkttype, interface) are
+exercised on packet sockets in tests/netns/test_l2_responder.py.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ def _pair(program: list[bpf.Insn]) -> Iterator[tuple[socket.socket, socket.socke
 
 @pytest.fixture
 def arp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    yield from _pair(bpf.arp_program())
+    yield from _pair(bpf.arp_program(None))
 
 
 @pytest.fixture
 def nd_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    yield from _pair(bpf.nd_program())
+    yield from _pair(bpf.nd_program(None))
 
 
 def _passes(pair: tuple[socket.socket, socket.socket], frame: bytes) -> bool:
@@ -87,7 +88,7 @@ def test_nd_program(nd_pair: tuple[socket.socket, socket.socket], frame: object,
 
 
 def test_programs_end_in_accept_then_drop() -> None:
-    for program in (bpf.arp_program(), bpf.nd_program()):
+    for program in (bpf.arp_program(7), bpf.nd_program(7), bpf.arp_program(None)):
         assert program[-2] == bpf.Insn(0x06, 0, 0, bpf.ACCEPT_BYTES)
         assert program[-1] == bpf.Insn(0x06, 0, 0, 0)
         for pos, insn in enumerate(program):
