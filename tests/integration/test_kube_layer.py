@@ -156,6 +156,7 @@ def test_event_recorder_creates_then_counts_repeats(kubeconfig: str, namespace: 
 
 
 def test_status_patch_conflict_and_separation(kubeconfig: str, namespace: str) -> None:
+    """A merge PATCH of services/status as kube-apiserver v1.36 answers it (issue 10)."""
     rest: Rest = rest_for(kubeconfig)
     svc = rest.request("POST", path_for("v1", "services", namespace), body={
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
@@ -163,13 +164,46 @@ def test_status_patch_conflict_and_separation(kubeconfig: str, namespace: str) -
     stale = svc["metadata"]["resourceVersion"]
     rest.request("PATCH", path_for("v1", "services", namespace, "s"), content_type=MERGE_PATCH,
                  body={"metadata": {"labels": {"x": "y"}}})
+    status_path = path_for("v1", "services", namespace, "s", "status")
+    # stale resourceVersion, no ipMode: the status is validated as sent, before the conflict check
     with pytest.raises(ApiError) as err:
-        rest.request("PATCH", path_for("v1", "services", namespace, "s", "status"), content_type=MERGE_PATCH,
+        rest.request("PATCH", status_path, content_type=MERGE_PATCH,
                      body={"metadata": {"resourceVersion": stale},
                            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}})
+    assert err.value.status == 422 and err.value.reason == "Invalid"
+    assert "status.loadBalancer.ingress[0].ipMode: Required value: must be specified when" in err.value.message
+    # stale resourceVersion, ipMode given: the plain conflict
+    with pytest.raises(ApiError) as err:
+        rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                     body={"metadata": {"resourceVersion": stale},
+                           "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "ipMode": "VIP"}]}}})
     assert err.value.conflict
-    ok = rest.request("PATCH", path_for("v1", "services", namespace, "s", "status"), content_type=MERGE_PATCH,
-                      body={"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    # current resourceVersion, no ipMode: accepted, ipMode defaulted to VIP
+    current = rest.get(path_for("v1", "services", namespace, "s"))["metadata"]["resourceVersion"]
+    ok = rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                      body={"metadata": {"resourceVersion": current},
+                            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
                             "spec": {"type": "ClusterIP"}})
-    assert [i["ip"] for i in ok["status"]["loadBalancer"]["ingress"]] == ["192.0.2.1"]
+    assert ok["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.1", "ipMode": "VIP"}]
     assert ok["spec"]["type"] == "LoadBalancer", "a status write never changes the spec"
+
+
+def test_status_ip_mode_on_a_server_older_than_1_29(make_api_server: Callable[..., tuple[APIServer, str]]
+                                                    ) -> None:
+    """Before 1.29 ipMode is an unknown field: dropped (with a warning), never required, never stored."""
+    _, kubeconfig = make_api_server(version="1.28")
+    rest = rest_for(kubeconfig)
+    assert rest.get("/version")["minor"] == "28"
+    svc = rest.request("POST", path_for("v1", "services", "default"), body={
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "old"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+    stale = svc["metadata"]["resourceVersion"]
+    status_path = path_for("v1", "services", "default", "old", "status")
+    ok = rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                      body={"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "ipMode": "VIP"}]}}})
+    assert ok["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.1"}]
+    with pytest.raises(ApiError) as err:
+        rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                     body={"metadata": {"resourceVersion": stale},
+                           "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}]}}})
+    assert err.value.conflict
