@@ -1,0 +1,295 @@
+"""The Kubernetes layer under API server faults: a server that accepts but never answers, a peer that lost
+its TCP state, state going back in time (etcd restore), and resourceVersions the server has not reached.
+
+The fault tests use private API test servers (skipped on a real cluster: a real one cannot be told to
+hang or to restore a snapshot); the "Too large resource version" answers are checked on any server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from lbspeaker_testkit.apiserver import APIServer
+from lbspeaker_testkit.kubeutil import rest_for, wait_for
+
+from lbspeaker.kube.informer import Informer
+from lbspeaker.kube.rest import MERGE_PATCH, ApiError, Rest, path_for
+
+MakeServer = Callable[..., tuple[APIServer, str]]
+
+
+def cm(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"t": "x"}}}
+
+
+def svc(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"t": "x"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
+
+
+class Seen:
+    """Handler recording (old name, new name) pairs."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str | None, str | None]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        with self.lock:
+            self.events.append((old and old["metadata"]["name"], new and new["metadata"]["name"]))
+
+    def deleted(self) -> set[str]:
+        with self.lock:
+            return {o for o, n in self.events if o and n is None}
+
+    def added(self) -> set[str]:
+        with self.lock:
+            return {n for o, n in self.events if n and o is None}
+
+
+# --- "Too large resource version", as any server answers it --------------------------------------------
+
+def test_list_from_a_future_resource_version_is_a_504_with_its_cause(kubeconfig: str, namespace: str) -> None:
+    rest = rest_for(kubeconfig)
+    path = path_for("v1", "configmaps", namespace)
+    future = int(rest.get(path)["metadata"]["resourceVersion"]) + 100000
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        rest.get(path, resourceVersion=str(future))
+    assert 2.5 < time.monotonic() - started < 10, "the server waits ~3 s for the version before giving up"
+    assert err.value.status == 504 and err.value.reason == "Timeout"
+    assert "Timeout: Too large resource version: " in err.value.message
+    assert err.value.details["causes"] == [{"reason": "ResourceVersionTooLarge",
+                                            "message": "Too large resource version"}]
+    assert err.value.details["retryAfterSeconds"] == 1
+    assert err.value.too_large
+
+
+def test_watch_from_a_future_resource_version_is_one_error_event(kubeconfig: str, namespace: str) -> None:
+    rest = rest_for(kubeconfig)
+    path = path_for("v1", "configmaps", namespace)
+    future = int(rest.get(path)["metadata"]["resourceVersion"]) + 100000
+    events = list(rest.watch(path, {"resourceVersion": str(future), "timeoutSeconds": 30}, read_timeout=20))
+    assert [e["type"] for e in events] == ["ERROR"], "a 200 stream carrying one ERROR event, then its end"
+    status = events[0]["object"]
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", 504, "Timeout")
+    assert status["message"].startswith(f"Timeout: Too large resource version: {future}, current: ")
+    assert status["details"]["causes"] == [{"reason": "ResourceVersionTooLarge",
+                                            "message": "Too large resource version"}]
+
+
+# --- a server that accepts but never answers ---------------------------------------------------------
+
+def test_a_get_to_a_silent_server_fails_within_one_timeout(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server()
+    rest = Rest(rest_for(kubeconfig).api_client, timeout=1.0)
+    rest.get(path_for("v1", "namespaces"))  # a pooled keep-alive connection exists
+    server.stop_answering()
+    try:
+        for path in (path_for("v1", "namespaces"), path_for("v1", "configmaps", "default")):
+            started = time.monotonic()
+            with pytest.raises(ApiError) as err:
+                rest.get(path)
+            elapsed = time.monotonic() - started
+            assert err.value.unreachable and "timed out" in err.value.message
+            assert 0.9 < elapsed < 1.8, f"one timeout, no hidden retry: took {elapsed:.2f}s"
+        assert rest.stats["retried"] == 0 and rest.stats["timeouts"] == 2
+    finally:
+        server.answer_again()
+    assert rest.get(path_for("v1", "namespaces"))["items"]
+
+
+def test_informer_turns_unhealthy_on_a_silent_server_and_recovers(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server(bookmark_interval=0.3)
+    rest = Rest(rest_for(kubeconfig).api_client, timeout=1.0)
+    path = path_for("v1", "configmaps", "default")
+    inf = Informer(rest, path, name="cms", label_selector="t=x", watch_idle_timeout=1.5)
+    inf.start()
+    try:
+        assert inf.wait_synced(10)
+        wait_for(lambda: server.watch_count() == 1, 5, what="the watch is open")
+        time.sleep(0.7)
+        assert inf.health(max_silence=0.6) == (True, "ok"), "bookmarks keep it in contact"
+        server.stop_answering()
+        started = time.monotonic()
+        wait_for(lambda: not inf.healthy, 5, what="unhealthy once the watch goes silent")
+        assert time.monotonic() - started < 3.0, "noticed within about one idle timeout"
+        ok, why = inf.health()
+        assert not ok and "cms" in why and "no data for 1.5s" in why, why
+        time.sleep(2.0)  # re-watch attempts hang too: it stays unhealthy
+        assert not inf.health()[0] and inf.seconds_since_contact() > 2.0
+        server.answer_again()
+        rest.request("POST", path, body=cm("after"))
+        wait_for(lambda: inf.get("default/after") is not None, 15, what="the change after recovery")
+        assert inf.health(max_silence=5.0) == (True, "ok")
+    finally:
+        server.answer_again()
+        inf.stop()
+
+
+# --- a peer that lost its TCP state (pooled keep-alive connections are dead) -----------------------
+
+def test_a_get_on_a_dead_pooled_connection_is_retried_once_on_a_fresh_one(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server()
+    rest = rest_for(kubeconfig)
+    path = path_for("v1", "configmaps", "default")
+    barrier = threading.Barrier(3)
+
+    def parallel_get() -> None:
+        barrier.wait()
+        rest.get(path)
+
+    threads = [threading.Thread(target=parallel_get) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()  # now several idle keep-alive connections sit in the pool
+    server.forget_connections()
+    assert rest.get(path)["kind"] == "ConfigMapList"
+    assert rest.stats == {"dropped": 1, "retried": 1, "timeouts": 0}, "one drop, one retry, the siblings closed"
+    assert rest.get(path)["kind"] == "ConfigMapList"
+    assert rest.stats["dropped"] == 1
+
+
+def test_a_write_on_a_dead_pooled_connection_fails_fast_and_is_not_resent(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server()
+    rest = rest_for(kubeconfig)
+    path = path_for("v1", "configmaps", "default")
+    rest.request("POST", path, body=cm("w"))
+    server.forget_connections()
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        rest.request("PATCH", path_for("v1", "configmaps", "default", "w"), content_type=MERGE_PATCH,
+                     body={"data": {"k": "v"}})
+    assert err.value.unreachable and "connection dropped" in err.value.message
+    assert time.monotonic() - started < 1.0
+    assert rest.stats == {"dropped": 1, "retried": 0, "timeouts": 0}
+    assert "data" not in rest.get(path_for("v1", "configmaps", "default", "w")), "not applied, not resent"
+    rest.request("PATCH", path_for("v1", "configmaps", "default", "w"), content_type=MERGE_PATCH,
+                 body={"data": {"k": "v"}})  # the caller's retry goes through on a fresh connection
+
+
+def test_informer_watch_survives_forgotten_connections(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server(bookmark_interval=0.3)
+    rest = rest_for(kubeconfig)
+    path = path_for("v1", "configmaps", "default")
+    inf = Informer(rest, path, name="cms", label_selector="t=x")
+    inf.start()
+    try:
+        assert inf.wait_synced(10)
+        wait_for(lambda: server.watch_count() == 1, 5, what="the watch is open")
+        server.forget_connections()
+        rest.request("POST", path, body=cm("later"))
+        wait_for(lambda: inf.get("default/later") is not None, 10, what="the watch resumed")
+        assert inf.relists == 1, "a broken stream resumes from its resourceVersion"
+    finally:
+        inf.stop()
+
+
+# --- state going back in time ----------------------------------------------------------------------
+
+def _rewind_scenario(server: APIServer, rest: Rest, bump_revision: int) -> tuple[Informer, Seen]:
+    """Services a and b; a snapshot; the informer syncs; c is created, a deleted, b updated twice (the
+    cache is 4 versions past the snapshot); the server restarts from the snapshot, then b is deleted and
+    d created there (2 versions: still behind the cache). The truth is then {a, d}."""
+    path = path_for("v1", "services", "default")
+    for name in ("a", "b"):
+        rest.request("POST", path, body=svc(name))
+    snap = server.snapshot()
+    seen = Seen()
+    inf = Informer(rest, path, name="services", handler=seen, label_selector="t=x")
+    inf.start()
+    assert inf.wait_synced(10)
+    rest.request("POST", path, body=svc("c"))
+    rest.request("DELETE", path_for("v1", "services", "default", "a"))
+    for i in range(2):
+        rest.request("PATCH", path_for("v1", "services", "default", "b"), content_type=MERGE_PATCH,
+                     body={"metadata": {"annotations": {"n": str(i)}}})
+    wait_for(lambda: sorted(k.split("/")[1] for k in inf.all_keys()) == ["b", "c"], 10, what="cache at {b, c}")
+    cache_rv = int(inf.resource_version or 0)
+    server.restart(snap, bump_revision=bump_revision)
+    rest.request("DELETE", path_for("v1", "services", "default", "b"))
+    rest.request("POST", path, body=svc("d"))
+    assert int(rest.get(path)["metadata"]["resourceVersion"]) < cache_rv or bump_revision
+    return inf, seen
+
+
+def test_informer_takes_the_state_of_a_server_restored_to_an_older_snapshot(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server(bookmark_interval=0.5)
+    rest = rest_for(kubeconfig)
+    inf, seen = _rewind_scenario(server, rest, bump_revision=0)
+    try:
+        started = time.monotonic()
+        wait_for(lambda: sorted(k.split("/")[1] for k in inf.all_keys()) == ["a", "d"], 15,
+                 what="the cache equals the restored server's state")
+        took = time.monotonic() - started
+        assert took < 8, f"bounded: one 3 s 'Too large resource version' wait, then a relist ({took:.1f}s)"
+        assert {"b", "c"} <= seen.deleted(), "objects gone from the server are reported deleted"
+        assert {"a", "d"} <= seen.added(), "objects that (re)appeared are reported added"
+        assert inf.rewinds == 1 and inf.relists == 2
+        # and it follows the restored server from there on
+        rest.request("POST", path_for("v1", "services", "default"), body=svc("e"))
+        wait_for(lambda: inf.get("default/e") is not None, 10, what="new writes after the restore")
+        assert inf.health()[0]
+    finally:
+        inf.stop()
+
+
+def test_informer_relists_when_the_restored_server_bumped_its_revision(make_api_server: MakeServer) -> None:
+    """etcdutl snapshot restore --bump-revision --mark-compacted: the cache's version is now compacted: 410."""
+    server, kubeconfig = make_api_server(bookmark_interval=0.5)
+    rest = rest_for(kubeconfig)
+    inf, seen = _rewind_scenario(server, rest, bump_revision=1000)
+    try:
+        started = time.monotonic()
+        wait_for(lambda: sorted(k.split("/")[1] for k in inf.all_keys()) == ["a", "d"], 15,
+                 what="the cache equals the restored server's state")
+        assert time.monotonic() - started < 5
+        assert {"b", "c"} <= seen.deleted() and {"a", "d"} <= seen.added()
+        assert inf.rewinds == 0 and inf.relists == 2
+    finally:
+        inf.stop()
+
+
+def test_restored_server_answers_old_and_new_versions_as_a_real_one(make_api_server: MakeServer) -> None:
+    server, kubeconfig = make_api_server()
+    rest = rest_for(kubeconfig)
+    path = path_for("v1", "configmaps", "default")
+    rest.request("POST", path, body=cm("kept"))
+    snap = server.snapshot()
+    before = int(rest.get(path)["metadata"]["resourceVersion"])
+    rest.request("POST", path, body=cm("lost"))
+    after = int(rest.get(path)["metadata"]["resourceVersion"])
+    server.restart(snap)
+    names = [o["metadata"]["name"] for o in rest.get(path, labelSelector="t=x")["items"]]
+    assert names == ["kept"] and int(rest.get(path)["metadata"]["resourceVersion"]) == before
+    events = list(rest.watch(path, {"resourceVersion": str(before - 1), "timeoutSeconds": 5}, read_timeout=10))
+    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)], "older than its start: Expired"
+    events = list(rest.watch(path, {"resourceVersion": str(after), "timeoutSeconds": 10}, read_timeout=20))
+    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 504)], "newer than it: Too large"
+
+
+def test_snapshot_persists_through_json(make_api_server: MakeServer, tmp_path: Any) -> None:
+    server, kubeconfig = make_api_server()
+    rest = rest_for(kubeconfig)
+    rest.request("POST", path_for("v1", "services", "default"), body=svc("p"))
+    file = tmp_path / "state.json"
+    file.write_text(server.snapshot().to_json())
+    rest.request("DELETE", path_for("v1", "services", "default", "p"))
+    from lbspeaker_testkit.apiserver import StoreSnapshot
+
+    server.restart(StoreSnapshot.from_json(file.read_text()))
+    restored = rest.get(path_for("v1", "services", "default", "p"))
+    assert restored["spec"]["clusterIP"] == json.loads(file.read_text())["objects"]["/services"]["default"]["p"][
+        "spec"]["clusterIP"]
+    # the restored Service's cluster IP and node port stay taken
+    with pytest.raises(ApiError) as err:
+        rest.request("POST", path_for("v1", "services", "default"), body={
+            **svc("q"), "spec": {"type": "ClusterIP", "clusterIP": restored["spec"]["clusterIP"],
+                                 "ports": [{"port": 80}]}})
+    assert err.value.invalid and "already allocated" in err.value.message
