@@ -74,7 +74,8 @@ class Informer:
     def __init__(self, rest: Rest, path: str, *, name: str, handler: Handler | None = None,
                  label_selector: str | None = None, field_selector: str | None = None,
                  page_size: int = 500, watch_timeout: tuple[int, int] = (240, 360),
-                 watch_idle_timeout: float = 90.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 watch_idle_timeout: float = 90.0, backoff: tuple[float, float] = (0.2, 5.0),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rest = rest
         self.path = path
         self.name = name
@@ -83,6 +84,7 @@ class Informer:
         self.page_size = page_size
         self.watch_timeout = watch_timeout
         self.watch_idle_timeout = watch_idle_timeout
+        self.backoff = backoff  # first and longest wait between failed calls
         self.clock = clock
         self._handlers: list[Handler] = [handler] if handler else []
         self._store: dict[str, JSON] = {}
@@ -157,7 +159,8 @@ class Informer:
         return {"labelSelector": self.label_selector, "fieldSelector": self.field_selector}
 
     def _run(self) -> None:
-        delay = 0.2
+        first, longest = self.backoff
+        delay = first
         failures = 0  # consecutive failed watches from the current resourceVersion
         while not self._stop.is_set():
             watched_from = self.resource_version
@@ -166,7 +169,7 @@ class Informer:
                     self._relist()
                     watched_from = self.resource_version
                 self._watch()
-                delay, failures = 0.2, 0
+                delay, failures = first, 0
             except _ServerBehind as exc:
                 self._failed(str(exc))
                 log.warning("%s: %s; relisting", self.name, exc)
@@ -187,13 +190,13 @@ class Informer:
                     continue
                 log.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, longest)
             except Exception as exc:  # a bug must not kill the cache for good
                 self._failed(f"{type(exc).__name__}: {exc}")
                 log.exception("%s: unexpected error; relisting", self.name)
                 self.resource_version = None
                 self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, longest)
 
     def _relist(self) -> None:
         items: dict[str, JSON] = {}

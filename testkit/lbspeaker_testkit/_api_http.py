@@ -704,8 +704,6 @@ class Handler(BaseHTTPRequestHandler):
         )
         if state.log_requests:
             self.log_request(200, "-")
-        with state.conn_lock:
-            state.streaming.add(self.connection)
         first = [True]
 
         def encode(etype: str, obj: Obj) -> bytes:
@@ -734,6 +732,8 @@ class Handler(BaseHTTPRequestHandler):
             )
             self._write(b"0\r\n\r\n")
             return
+        with state.conn_lock:
+            state.streaming.add(self.connection)
         try:
             self._stream(
                 watcher,
@@ -748,6 +748,8 @@ class Handler(BaseHTTPRequestHandler):
             )
         finally:
             state.store.unwatch(watcher)
+            with state.conn_lock:
+                state.streaming.discard(self.connection)
 
     def _stream(
         self,
