@@ -22,7 +22,7 @@ Handlers receive (old, new) pairs but should treat them as hints: the cache is t
 
 Health: ``healthy`` is True while the last list or watch call succeeded; ``last_contact`` (monotonic)
 is when the server last answered (a list, a watch opening, an event or a bookmark), ``last_error``
-what failed last. ``health(max_silence)`` folds them into one verdict for a readiness probe. A watch
+what failed last. ``health(max_silence, grace)`` folds them into one verdict for a readiness probe. A watch
 silent for ``watch_idle_timeout`` seconds (a real server sends a bookmark every minute) is treated as
 broken, so a server that accepts but never answers turns the informer unhealthy in bounded time.
 
@@ -124,14 +124,15 @@ class Informer:
     def seconds_since_contact(self) -> float:
         return self.clock() - self.last_contact
 
-    def health(self, max_silence: float | None = None) -> tuple[bool, str]:
-        """(ok, why): synced, the last call succeeded, and (when given) the server answered within
-        ``max_silence`` seconds. Use more than a minute for a real server (bookmark interval)."""
+    def health(self, max_silence: float | None = None, grace: float = 0.0) -> tuple[bool, str]:
+        """(ok, why): synced, the last call succeeded (or failed less than ``grace`` seconds after the
+        server last answered: a watch being re-opened), and, when given, the server answered within
+        ``max_silence`` seconds. Use more than a minute for a real server (its bookmark interval)."""
         if not self.synced.is_set():
             return False, f"{self.name}: not synced yet" + (f" ({self.last_error})" if self.last_error else "")
-        if not self.healthy:
-            return False, f"{self.name}: {self.last_error or 'API calls failing'}"
         silence = self.seconds_since_contact()
+        if not self.healthy and silence >= grace:
+            return False, f"{self.name}: {self.last_error or 'API calls failing'}"
         if max_silence is not None and silence > max_silence:
             return False, f"{self.name}: no answer from the API server for {silence:.0f}s"
         return True, "ok"

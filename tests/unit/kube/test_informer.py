@@ -116,3 +116,14 @@ def test_health_needs_sync_success_and_recent_contact() -> None:
     assert inf.health(max_silence=5) == (False, "x: no answer from the API server for 6s")
     inf._failed("0 Unreachable: refused")
     assert inf.health() == (False, "x: 0 Unreachable: refused")
+
+
+def test_health_grace_covers_a_watch_being_reopened() -> None:
+    now = [100.0]
+    inf = Informer(None, "/x", name="x", clock=lambda: now[0])  # type: ignore[arg-type]
+    inf.synced.set()
+    inf._contact()
+    inf._failed("0 Unreachable: connection dropped")
+    assert inf.health(grace=10) == (True, "ok")
+    now[0] += 10
+    assert inf.health(grace=10) == (False, "x: 0 Unreachable: connection dropped")
