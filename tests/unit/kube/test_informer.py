@@ -93,7 +93,7 @@ def test_too_large_resource_version_is_never_retried_from_the_same_version() -> 
 
 def test_repeated_server_errors_from_one_version_end_in_a_relist() -> None:
     errs = [ApiError(500, "InternalError", "boom") for _ in range(MAX_WATCH_FAILURES)]
-    inf, rest, _ = run([("10", [])], errs)
+    _, rest, _ = run([("10", [])], errs)
     assert rest.list_calls == 2
     assert rest.watch_from[:MAX_WATCH_FAILURES] == ["10"] * MAX_WATCH_FAILURES
 
