@@ -104,6 +104,26 @@ def test_a_get_to_a_silent_server_fails_within_one_timeout(make_api_server: Make
     assert rest.get(path_for("v1", "namespaces"))["items"]
 
 
+def test_the_official_clients_own_calls_do_not_retry_either(make_api_server: MakeServer) -> None:
+    """Code using the generated API classes on the same client (the CLI's status does) gets no hidden
+    retries either: Configuration.retries is off."""
+    from kubernetes import client
+
+    from lbspeaker.kube.client import load_api_client
+
+    server, kubeconfig = make_api_server()
+    core = client.CoreV1Api(load_api_client(kubeconfig))
+    core.list_namespace(_request_timeout=1.0)
+    server.stop_answering()
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match="timed out"):
+            core.list_namespace(_request_timeout=1.0)
+        assert time.monotonic() - started < 1.8
+    finally:
+        server.answer_again()
+
+
 def test_informer_turns_unhealthy_on_a_silent_server_and_recovers(make_api_server: MakeServer) -> None:
     server, kubeconfig = make_api_server(bookmark_interval=0.3)
     rest = Rest(rest_for(kubeconfig).api_client, timeout=1.0)
