@@ -809,4 +809,6 @@ class Handler(BaseHTTPRequestHandler):
         if state.paused.is_set():
             self.close_connection = True
             return
+        with state.conn_lock:  # idle again once the client has the end of the stream
+            state.streaming.discard(self.connection)
         self._write(b"0\r\n\r\n")
