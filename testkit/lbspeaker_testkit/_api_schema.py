@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lbspeaker_testkit._api_discovery import DEFAULT_VERSION
 from lbspeaker_testkit._api_errors import ApiError, invalid, invalid_object
 from lbspeaker_testkit._api_resources import ResourceInfo
 
@@ -412,7 +413,7 @@ class Decoder:
         res: ResourceInfo,
         mode: str,
         patch: tuple[str, Any] | None = None,
-        version: tuple[int, int] = (1, 36),
+        version: tuple[int, int] = DEFAULT_VERSION,
     ) -> None:
         self.res = res
         self.mode = mode if mode in ("Ignore", "Warn", "Strict") else "Warn"

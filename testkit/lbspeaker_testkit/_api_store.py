@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbspeaker_testkit import _api_errors as errors
+from lbspeaker_testkit._api_discovery import DEFAULT_VERSION
 from lbspeaker_testkit._api_kinds import check_body_type, generation_tracked, prepare
 from lbspeaker_testkit._api_patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from lbspeaker_testkit._api_resources import BY_PATH, RESOURCES, ResourceInfo
@@ -197,7 +198,7 @@ class Store:
         self,
         history_size: int = 5000,
         seed: int | None = None,
-        version: tuple[int, int] = (1, 36),
+        version: tuple[int, int] = DEFAULT_VERSION,
         single_stack: bool = False,
         root_ca_delay: float = ROOT_CA_DELAY_SECONDS,
     ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from lbspeaker_testkit.apiserver import APIServer
-from lbspeaker_testkit.kubeutil import rest_for, wait_for
+from lbspeaker_testkit.kubeutil import HandlerLog, rest_for, wait_for
 
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer
@@ -21,21 +21,11 @@ def cm(name: str, value: str = "1", labels: dict[str, str] | None = None) -> dic
             "data": {"v": value}}
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str | None, str | None]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        with self.lock:
-            self.events.append((old and old["metadata"]["name"], new and new["metadata"]["name"]))
-
-
 def test_informer_lists_watches_and_filters(kubeconfig: str, namespace: str) -> None:
     rest = rest_for(kubeconfig)
     for i in range(3):
         rest.request("POST", path_for("v1", "configmaps", namespace), body=cm(f"pre{i}", labels={"t": "x"}))
-    seen = Recorder()
+    seen = HandlerLog()
     inf = Informer(rest, path_for("v1", "configmaps", namespace), name="cms", handler=seen,
                    label_selector="t=x", page_size=2)  # several pages
     inf.start()
