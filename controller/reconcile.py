@@ -17,8 +17,9 @@ Safety rules carried out here:
 - With leader election, status writes and Events happen only while the Lease is held.
 - Status entries are written with ``ipMode: VIP`` (required by servers from 1.30 on whenever the
   write is not defaulted; a server older than 1.29 drops the field). Only the IPs are compared, so a
-  stored status without ``ipMode`` is never rewritten. A write refused as stale (409, or 422 on a
-  stale version) is retried once at once from a fresh read of the Service.
+  stored status without ``ipMode`` is never rewritten. A write refused as stale (409, or a 422 while a
+  newer version exists) is retried once, at once, from the fresh version the Service cache receives
+  (no extra GET, so no extra RBAC); counted as a conflict, not a failure.
 
 Readiness fails while a configuration parse has been running longer than ``parse_ready_limit``
 seconds, and while the API server has not answered the caches for a while.
@@ -55,7 +56,7 @@ class Controller:
                  lb_class: str | None = None, recorder: EventRecorder | None = None,
                  is_leader: Callable[[], bool] | None = None, workers: int = 4,
                  parse_ready_limit: float = 2.0, api_silence_limit: float = 180.0,
-                 watch_idle_timeout: float = 90.0) -> None:
+                 watch_idle_timeout: float = 90.0, stale_wait: float = 1.0) -> None:
         self.rest = rest
         self.namespace = namespace
         self.config_name = config_name
@@ -72,6 +73,7 @@ class Controller:
         self._stop = threading.Event()
         self.queue = WorkQueue()
         self.parse_ready_limit = parse_ready_limit
+        self.stale_wait = stale_wait
         self.api_silence_limit = api_silence_limit
         self._parse_started: float | None = None  # monotonic start of the configuration parse running now
         self.services = Informer(rest, path_for("v1", "services"), name="services", handler=self._on_service,
@@ -323,30 +325,45 @@ class Controller:
         if not self.is_leader():
             raise ApiError(0, "NotLeader", "not holding the controller lease; status not written")
         meta = svc["metadata"]
-        path = path_for("v1", "services", meta.get("namespace"), meta["name"], "status")
         try:
-            self._patch_status(path, meta.get("resourceVersion"), ips)
+            self._patch_status(svc, meta.get("resourceVersion"), ips)
         except ApiError as exc:
             if not (exc.conflict or exc.invalid):
                 metrics.STATUS_WRITES.labels("error").inc()
                 raise
-            fresh = self.rest.get(path_for("v1", "services", meta.get("namespace"), meta["name"]))
-            fresh_rv = (fresh.get("metadata") or {}).get("resourceVersion")
-            if exc.invalid and fresh_rv == meta.get("resourceVersion"):
-                metrics.STATUS_WRITES.labels("error").inc()  # refused for what it says, not for being stale
+            fresh = self._newer_version(svc)
+            if fresh is None:
+                # no newer version: a 422 is refused for what it says, a 409 waits for the cache
+                metrics.STATUS_WRITES.labels("conflict" if exc.conflict else "error").inc()
                 raise
             metrics.STATUS_WRITES.labels("conflict").inc()
             if not _same_inputs(svc, fresh):
                 raise  # the Service changed: its new version is queued and decides afresh
+            fresh_rv = fresh["metadata"].get("resourceVersion")
             log.debug("%s: status write was stale; retrying at resourceVersion %s", object_key(svc), fresh_rv)
-            self._patch_status(path, fresh_rv, ips)
+            self._patch_status(svc, fresh_rv, ips)
         metrics.STATUS_WRITES.labels("ok").inc()
         self._written[object_key(svc)] = ips
 
-    def _patch_status(self, path: str, resource_version: str | None, ips: Sequence[str]) -> None:
+    def _newer_version(self, svc: JSON) -> JSON | None:
+        """The cache's version of ``svc`` once it is newer than ``svc`` (the informer delivers the write
+        that made ours stale within moments); None if none shows up within ``stale_wait`` seconds."""
+        key, sent = object_key(svc), svc["metadata"].get("resourceVersion")
+        deadline = time.monotonic() + self.stale_wait
+        while True:
+            cached = self.services.get(key)
+            if cached is not None and cached["metadata"].get("resourceVersion") != sent:
+                return cached
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return None
+            time.sleep(0.01)
+
+    def _patch_status(self, svc: JSON, resource_version: str | None, ips: Sequence[str]) -> None:
+        meta = svc["metadata"]
         ingress: list[dict[str, Any]] | None = [{"ip": ip, "ipMode": "VIP"} for ip in ips] or None
         body = {"metadata": {"resourceVersion": resource_version}, "status": {"loadBalancer": {"ingress": ingress}}}
-        self.rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+        self.rest.request("PATCH", path_for("v1", "services", meta.get("namespace"), meta["name"], "status"),
+                          body=body, content_type=MERGE_PATCH)
 
     def _event(self, svc: JSON, type_: str, reason: str, message: str) -> None:
         if self.recorder is not None and self.is_leader():
