@@ -109,6 +109,7 @@ def test_informer_turns_unhealthy_on_a_silent_server_and_recovers(make_api_serve
     rest = Rest(rest_for(kubeconfig).api_client, timeout=1.0)
     path = path_for("v1", "configmaps", "default")
     inf = Informer(rest, path, name="cms", label_selector="t=x", watch_idle_timeout=1.5)
+    late: Informer | None = None
     inf.start()
     try:
         assert inf.wait_synced(10)
@@ -121,15 +122,22 @@ def test_informer_turns_unhealthy_on_a_silent_server_and_recovers(make_api_serve
         assert time.monotonic() - started < 3.0, "noticed within about one idle timeout"
         ok, why = inf.health()
         assert not ok and "cms" in why and "no data for 1.5s" in why, why
+        late = Informer(rest, path, name="late", label_selector="t=x", watch_idle_timeout=1.5)
+        late.start()  # its list hangs
         time.sleep(2.0)  # re-watch attempts hang too: it stays unhealthy
         assert not inf.health()[0] and inf.seconds_since_contact() > 2.0
+        assert not late.synced.is_set() and late.health() == (False, "late: not synced yet (" + late.last_error + ")")
+        assert "GET /api/v1/namespaces/default/configmaps: timed out" in late.last_error
         server.answer_again()
         rest.request("POST", path, body=cm("after"))
         wait_for(lambda: inf.get("default/after") is not None, 15, what="the change after recovery")
         assert inf.health(max_silence=5.0) == (True, "ok")
+        assert late.wait_synced(15) and late.get("default/after") is not None
     finally:
         server.answer_again()
         inf.stop()
+        if late is not None:
+            late.stop()
 
 
 # --- a peer that lost its TCP state (pooled keep-alive connections are dead) -----------------------
