@@ -44,7 +44,7 @@ class BadAnnotation(ValueError):
     """An annotation (or spec field) the user set to something unusable; the message names both."""
 
     def __init__(self, field: str, value: str, problem: str) -> None:
-        super().__init__(f"{field}={value!r}: {problem}")
+        super().__init__(f"{field}={_shown(value)}: {problem}")
         self.field = field
         self.value = value
         self.problem = problem
@@ -97,11 +97,20 @@ def _name_annotation(annotations: Mapping[str, Any], suffix: str) -> str | None:
     return value.strip()
 
 
-def _parse_ip(field: str, value: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _shown(value: str, limit: int = 100) -> str:
+    """``repr`` of a user's value, cut short so that a message never carries a whole large value."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f" (cut, {len(value)} characters)"
+
+
+def _parse_ip(field: str, value: str, text: str,
+              entry: int | None = None) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    where = f"entry {entry} " if entry is not None else ""
+    if not text.strip():
+        raise BadAnnotation(field, value, f"{where}is empty (not an IP address)")
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:
-        raise BadAnnotation(field, value, f"{text.strip()!r} is not an IP address") from None
+        raise BadAnnotation(field, value, f"{where}{_shown(text.strip(), 40)} is not an IP address") from None
 
 
 def _requested_ips(spec: Mapping[str, Any], annotations: Mapping[str, Any]) -> tuple[str, ...]:
@@ -109,9 +118,11 @@ def _requested_ips(spec: Mapping[str, Any], annotations: Mapping[str, Any]) -> t
     name, value = _annotation(annotations, IPS_ANNOTATION) or (ANNOTATION_PREFIXES[0] + IPS_ANNOTATION, "")
     if value.strip():
         items = value.split(",")
+        # the first unusable entry is what the user needs to see, before any count of entries
+        from_annotation = [_parse_ip(name, value, item, i + 1 if len(items) > 1 else None)
+                           for i, item in enumerate(items)]
         if len(items) > 2:
             raise BadAnnotation(name, value, "at most two IPs (one IPv4, one IPv6) may be requested")
-        from_annotation = [_parse_ip(name, value, item) for item in items]
         if len(from_annotation) == 2 and from_annotation[0].version == from_annotation[1].version:
             raise BadAnnotation(name, value, f"two IPv{from_annotation[0].version} addresses; at most one per family")
     spec_value = spec.get("loadBalancerIP")

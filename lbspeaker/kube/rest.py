@@ -3,12 +3,24 @@
 The generated model classes are skipped on purpose: decoding every watch event into models costs
 more than the rest of a reconcile. Callers get plain dicts (the API's camelCase JSON) and validate
 what they read with their own pydantic models or helpers.
+
+Every call has explicit timeouts (connect: at most 10 s; read: ``timeout``, or the caller's for a
+watch) and no hidden retries: urllib3's default of 3 retries made a GET to a server that accepts but
+never answers take 4x its timeout. The one retry made here: a GET whose connection dropped before any
+answer (a pooled keep-alive connection the server no longer knows, as after its host rebooted or a
+link came back) is sent once more, at once, on a fresh connection; the idle connections pooled with
+the dead one are closed first, since they come from the same server life. Writes are never resent (the
+server may have applied them): they fail with status 0 and the caller retries from a fresh read.
+Timeouts are never retried. ``stats`` counts drops, retries and timeouts.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-from collections.abc import Iterator, Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -20,15 +32,20 @@ JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
+_DROPPED = (urllib3.exceptions.ProtocolError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+            http.client.RemoteDisconnected)
+_TIMEOUTS = (urllib3.exceptions.TimeoutError, TimeoutError)
+
 
 class ApiError(Exception):
     """An API call that returned an error Status (or failed to connect: status 0)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.details: Mapping[str, Any] = details or {}
 
     @property
     def conflict(self) -> bool:
@@ -41,6 +58,24 @@ class ApiError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+    @property
+    def invalid(self) -> bool:
+        return self.status == 422
+
+    @property
+    def unreachable(self) -> bool:
+        """No answer at all: refused, reset, timed out (status 0)."""
+        return self.status == 0
+
+    @property
+    def too_large(self) -> bool:
+        """504 "Too large resource version": the server has not reached the version asked for (it has
+        state older than the client's: restored, or behind)."""
+        causes = self.details.get("causes") or []
+        return self.status == 504 and (
+            any(isinstance(c, Mapping) and c.get("reason") == "ResourceVersionTooLarge" for c in causes)
+            or "Too large resource version" in self.message)
 
 
 def path_for(api: str, resource: str, namespace: str | None = None, name: str | None = None,
@@ -64,10 +99,16 @@ class Rest:
     def __init__(self, api_client: client.ApiClient, *, timeout: float = 30.0) -> None:
         self.api_client = api_client
         self.timeout = timeout
+        self._stats_lock = threading.Lock()
+        self.stats = {"dropped": 0, "retried": 0, "timeouts": 0}
 
     @property
     def host(self) -> str:
         return str(self.api_client.configuration.host)
+
+    def _count(self, what: str) -> None:
+        with self._stats_lock:
+            self.stats[what] += 1
 
     def _open(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
               content_type: str | None, read_timeout: float | None) -> Any:
@@ -81,17 +122,34 @@ class Rest:
             auth_settings=["BearerToken"],
         )
         data = None if body is None else json.dumps(body)
-        try:
-            # Give the body as a string so the client does not re-encode it by content type.
-            resp = self.api_client.rest_client.pool_manager.request(
-                method, url, body=data, headers=headers, preload_content=False,
-                timeout=urllib3.Timeout(connect=min(self.timeout, 10.0), read=read_timeout),
-            )
-        except Exception as exc:  # connection refused, reset, timeout: the API is unreachable
-            raise ApiError(0, "Unreachable", f"{method} {path}: {exc}") from exc
+        timeout = urllib3.Timeout(connect=min(self.timeout, 10.0), read=read_timeout)
+        pool = self.api_client.rest_client.pool_manager
+        for attempt in (1, 2):
+            try:
+                # Give the body as a string so the client does not re-encode it by content type.
+                resp = pool.request(method, url, body=data, headers=headers, preload_content=False,
+                                    timeout=timeout, retries=False)
+                break
+            except urllib3.exceptions.NewConnectionError as exc:  # refused (a ConnectTimeoutError subclass)
+                raise ApiError(0, "Unreachable", f"{method} {path}: {exc}") from exc
+            except _TIMEOUTS as exc:
+                self._count("timeouts")
+                raise ApiError(0, "Unreachable", f"{method} {path}: timed out: {exc}") from exc
+            except _DROPPED as exc:
+                self._count("dropped")
+                _close_idle(pool, url)
+                if method != "GET" or attempt == 2:
+                    raise ApiError(0, "Unreachable", f"{method} {path}: connection dropped: {exc}") from exc
+                self._count("retried")
+            except Exception as exc:  # refused, DNS, TLS: the API is unreachable
+                raise ApiError(0, "Unreachable", f"{method} {path}: {exc}") from exc
         if not 200 <= resp.status < 300:
-            raw = resp.read()
-            resp.release_conn()
+            try:
+                raw = resp.read()
+            except Exception as exc:
+                raise ApiError(0, "Unreachable", f"{method} {path}: {exc}") from exc
+            finally:
+                resp.release_conn()
             raise _error_from(resp.status, raw, f"{method} {path}")
         return resp
 
@@ -101,6 +159,9 @@ class Rest:
         resp = self._open(method, path, query, body, content_type, self.timeout)
         try:
             raw = resp.read()
+        except _TIMEOUTS as exc:
+            self._count("timeouts")
+            raise ApiError(0, "Unreachable", f"{method} {path}: timed out: {exc}") from exc
         except Exception as exc:
             raise ApiError(0, "Unreachable", f"{method} {path}: {exc}") from exc
         finally:
@@ -113,12 +174,17 @@ class Rest:
     def get(self, path: str, **query: Any) -> JSON:
         return self.request("GET", path, query=query)
 
-    def watch(self, path: str, query: Mapping[str, Any], read_timeout: float) -> Iterator[JSON]:
+    def watch(self, path: str, query: Mapping[str, Any], read_timeout: float,
+              on_open: Callable[[], None] | None = None) -> Iterator[JSON]:
         """Stream watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
 
-        Raises ApiError on connection trouble; an ERROR event is yielded as it came.
+        ``read_timeout`` bounds the silence between two reads (events or bookmarks); ``on_open`` is
+        called once the server has answered 200. Raises ApiError on connection trouble; an ERROR event
+        is yielded as it came.
         """
         resp = self._open("GET", path, {**query, "watch": "true"}, None, None, read_timeout)
+        if on_open is not None:
+            on_open()
         buf = b""
         try:
             for chunk in resp.stream(65536, decode_content=True):
@@ -134,6 +200,9 @@ class Rest:
                 yield json.loads(buf)
         except ApiError:
             raise
+        except _TIMEOUTS as exc:
+            self._count("timeouts")
+            raise ApiError(0, "Unreachable", f"watch {path}: no data for {read_timeout:g}s: {exc}") from exc
         except Exception as exc:
             raise ApiError(0, "Unreachable", f"watch {path}: {exc}") from exc
         finally:
@@ -141,13 +210,45 @@ class Rest:
             resp.close()
 
 
+def _close_idle(pool: urllib3.PoolManager, url: str) -> None:
+    """Close the idle pooled connections to ``url``'s server (the dead one's siblings) without closing
+    the pool itself, so requests running on other threads are not disturbed."""
+    try:
+        conn_pool = pool.connection_from_url(url)
+        idle: queue.LifoQueue[Any] | None = getattr(conn_pool, "pool", None)
+        if idle is None:
+            return
+        taken = []
+        while True:
+            try:
+                taken.append(idle.get(block=False))
+            except queue.Empty:
+                break
+        for conn in taken:
+            if conn is not None:
+                conn.close()
+            idle.put(None)  # keep the pool's count of slots
+    except Exception:  # best effort: the retry then finds a dead connection and fails as before
+        return
+
+
 def _error_from(status: int, raw: bytes, what: str) -> ApiError:
     reason, message = "", raw.decode("utf-8", "replace")[:500]
+    details: dict[str, Any] = {}
     try:
         doc = json.loads(raw)
         if isinstance(doc, dict):
             reason = str(doc.get("reason", ""))
             message = str(doc.get("message", message))
+            if isinstance(doc.get("details"), dict):
+                details = doc["details"]
     except ValueError:
         pass
-    return ApiError(status, reason or "Error", f"{what}: {message}")
+    return ApiError(status, reason or "Error", f"{what}: {message}", details)
+
+
+def error_from_status(status: Mapping[str, Any]) -> ApiError:
+    """The ApiError a watch ERROR event's Status object stands for."""
+    details = status.get("details")
+    return ApiError(int(status.get("code") or 0), str(status.get("reason", "")),
+                    str(status.get("message", "watch error")), details if isinstance(details, Mapping) else None)

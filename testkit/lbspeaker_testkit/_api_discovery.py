@@ -12,10 +12,12 @@ from lbspeaker_testkit._api_resources import FULL_VERBS, RESOURCES, SUB_VERBS, g
 
 Obj = dict[str, Any]
 
+DEFAULT_VERSION = (1, 36)
+
 KUBE_VERSION = {
     "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.0-lbspeaker-test",
+    "minor": "36",
+    "gitVersion": "v1.36.2-lbspeaker-test",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2024-12-11T00:00:00Z",
@@ -25,8 +27,25 @@ KUBE_VERSION = {
 }
 
 
-def version() -> Obj:
-    return dict(KUBE_VERSION)
+def parse_version(text: str) -> tuple[int, int]:
+    """``"1.28"`` or ``"v1.28.3"`` -> (1, 28)."""
+    parts = text.strip().lstrip("v").split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"version must look like 1.28, got {text!r}") from None
+    if major != 1 or minor < 20:
+        raise ValueError(f"version must be 1.20 or later, got {text!r}")
+    return major, minor
+
+
+def version(served: tuple[int, int] = DEFAULT_VERSION) -> Obj:
+    """/version for the Kubernetes minor version the server acts as."""
+    doc = dict(KUBE_VERSION)
+    if served != DEFAULT_VERSION:
+        doc["minor"] = str(served[1])
+        doc["gitVersion"] = f"v{served[0]}.{served[1]}.0-lbspeaker-test"
+    return doc
 
 
 def api_versions(server_address: str) -> Obj:

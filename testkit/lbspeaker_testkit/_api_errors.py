@@ -163,11 +163,14 @@ MODIFIED_CONFLICT = (
 
 
 def invalid_object(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiError:
+    """apimachinery's NewInvalid; empty name and kind are left out of ``details`` (omitempty), as in a
+    patch that fails to decode (``"" "" is invalid: patch: ...``)."""
     summary = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(str(e) for e in errors) + "]"
-    details: Obj = {"name": name}
+    details: Obj = {"name": name} if name else {}
     if group:
         details["group"] = group
-    details["kind"] = kind
+    if kind:
+        details["kind"] = kind
     details["causes"] = [{"reason": e.reason, "message": e.body(), "field": e.path} for e in errors]
     return ApiError(
         422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {summary}', details
@@ -209,10 +212,16 @@ def forbidden_error(resource: str, group: str, name: str, message: str) -> ApiEr
 
 
 def timeout_error(message: str, retry_after: int = 1) -> ApiError:
-    return ApiError(504, "Timeout", message, {"retryAfterSeconds": retry_after}, retry_after=retry_after)
+    """apimachinery's NewTimeoutError: 504, reason Timeout, the message prefixed with "Timeout: "."""
+    return ApiError(
+        504, "Timeout", f"Timeout: {message}", {"retryAfterSeconds": retry_after}, retry_after=retry_after
+    )
 
 
 def too_large_resource_version(requested: int, current: int) -> ApiError:
+    """What the watch cache answers when asked for a resourceVersion it has not reached within 3 s: a 504
+    Timeout whose one cause is ``ResourceVersionTooLarge`` (to a list as an HTTP error, to a watch as an
+    ERROR event), with Retry-After: 1."""
     err = timeout_error(f"Too large resource version: {requested}, current: {current}")
     assert err.details is not None
     err.details["causes"] = [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]

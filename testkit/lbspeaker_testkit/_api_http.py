@@ -12,6 +12,7 @@ import json
 import logging
 import select
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -52,15 +53,29 @@ PATCH_TYPES = {
 class ServerState:
     """What every handler thread shares: the store, settings, counters, open connections."""
 
-    def __init__(self, store: Store, token: str | None, bookmark_interval: float, log_requests: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        token: str | None,
+        bookmark_interval: float,
+        log_requests: bool,
+        version: tuple[int, int] = discovery.DEFAULT_VERSION,
+    ) -> None:
         self.store = store
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.log_requests = log_requests
+        self.version = version
         self.counts: Counter[tuple[str, ...]] = Counter()
         self.counts_lock = threading.Lock()
         self.paused = threading.Event()
+        # "accept but never answer": requests are read, then held without a reply until cleared
+        self.silent = threading.Event()
+        self.answering = threading.Event()
+        self.answering.set()
         self.connections: set[socket.socket] = set()
+        self.streaming: set[socket.socket] = set()  # connections serving a watch
+        self.forgotten: set[socket.socket] = set()  # answered by a reset on their next request
         self.conn_lock = threading.Lock()
         self.server_address = ""
 
@@ -73,6 +88,18 @@ class ServerState:
             conns = list(self.connections)
         for conn in conns:
             with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def forget_connections(self) -> None:
+        """Act as a peer that lost its TCP state: open watch streams break at once, idle keep-alive
+        connections are reset when their next request arrives (what a client sees after the server's
+        host rebooted or the link came back: the first request on a pooled connection fails)."""
+        with self.conn_lock:
+            self.forgotten |= self.connections - self.streaming
+            streams = list(self.streaming)
+        for conn in streams:
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.shutdown(socket.SHUT_RDWR)
 
 
@@ -176,6 +203,8 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         with state.conn_lock:
             state.connections.discard(self.connection)
+            state.streaming.discard(self.connection)
+            state.forgotten.discard(self.connection)
         with contextlib.suppress(OSError):
             super().finish()
 
@@ -294,10 +323,18 @@ class Handler(BaseHTTPRequestHandler):
         if state.paused.is_set():
             self.close_connection = True
             return
+        with state.conn_lock:
+            forgotten = self.connection in state.forgotten
+        if forgotten:
+            self._reset()
+            return
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         try:
             raw = self._read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+            if state.silent.is_set():
+                self._hold()
+                return
             if (
                 state.token is not None
                 and split.path not in UNAUTHENTICATED_PATHS
@@ -314,6 +351,21 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("internal error serving %s %s", method, self.path)
             internal = errors.internal_error(f"{type(exc).__name__}: {exc}")
             self._safe(lambda: self._send_error(internal))
+
+    def _reset(self) -> None:
+        """Close with a TCP reset and no answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+    def _hold(self) -> None:
+        """Silent mode: the request has been read; answer nothing until the mode ends (or the server
+        stops), then close the connection, still without an answer."""
+        state = self.server.state
+        while state.silent.is_set() and not state.paused.is_set():
+            state.answering.wait(0.2)
+        self.close_connection = True
 
     def _safe(self, fn: Callable[[], None]) -> None:
         try:
@@ -357,12 +409,12 @@ class Handler(BaseHTTPRequestHandler):
             self._watch(res, r.namespace, query, accept)
         elif verb == "create":
             body = self._decode(raw, self._content_type(BODY_TYPES))
-            decoder = Decoder(res, query.get("fieldValidation") or "Warn")
+            decoder = Decoder(res, query.get("fieldValidation") or "Warn", version=state.version)
             obj = store.create(res, r.namespace, body, dry_run, decoder)
             self._send_object(res, obj, 201, accept, query, decoder.warnings())
         elif verb == "update":
             body = self._decode(raw, self._content_type(BODY_TYPES))
-            decoder = Decoder(res, query.get("fieldValidation") or "Warn")
+            decoder = Decoder(res, query.get("fieldValidation") or "Warn", version=state.version)
             obj, created = store.update(res, r.namespace, r.name, body, r.subresource, dry_run, decoder)
             self._send_object(res, obj, 201 if created else 200, accept, query, decoder.warnings())
         elif verb == "patch":
@@ -370,13 +422,16 @@ class Handler(BaseHTTPRequestHandler):
             patch_type = PATCH_TYPES.get(media)
             if patch_type is None:
                 raise errors.unsupported_media_type(media)
-            decoder = Decoder(res, query.get("fieldValidation") or "Warn")
+            patch = self._decode(raw, media)
+            decoder = Decoder(
+                res, query.get("fieldValidation") or "Warn", (patch_type, patch), version=state.version
+            )
             obj = store.patch(
                 res,
                 r.namespace,
                 r.name,
                 patch_type,
-                self._decode(raw, media),
+                patch,
                 r.subresource,
                 dry_run,
                 decoder,
@@ -436,7 +491,7 @@ class Handler(BaseHTTPRequestHandler):
             return True
         parts = [p for p in path.split("/") if p]
         if path == "/version":
-            doc = discovery.version()
+            doc = discovery.version(state.version)
         elif path == "/api":
             doc = discovery.api_versions(state.server_address)
         elif path == "/apis":
@@ -638,7 +693,9 @@ class Handler(BaseHTTPRequestHandler):
                 max(1000, state.store.history_size),
             )
         except ApiError as exc:
-            if exc.code != 410:
+            # as the cacher does: once the resourceVersion has parsed, failures (410 Expired, 504 Too
+            # large resource version) are an ERROR event on a 200 stream, not an HTTP error
+            if exc.code == 400:
                 raise
             expired = exc
         self._write(
@@ -675,6 +732,8 @@ class Handler(BaseHTTPRequestHandler):
             )
             self._write(b"0\r\n\r\n")
             return
+        with state.conn_lock:
+            state.streaming.add(self.connection)
         try:
             self._stream(
                 watcher,
@@ -689,6 +748,8 @@ class Handler(BaseHTTPRequestHandler):
             )
         finally:
             state.store.unwatch(watcher)
+            with state.conn_lock:
+                state.streaming.discard(self.connection)
 
     def _stream(
         self,
@@ -720,6 +781,9 @@ class Handler(BaseHTTPRequestHandler):
             if state.paused.is_set():
                 self.close_connection = True
                 return
+            if state.silent.is_set():
+                self._hold()  # the stream goes quiet; the client resumes from what it last saw
+                return
             for ev in events:
                 conv = w.convert(ev)
                 if conv is None:
@@ -745,4 +809,6 @@ class Handler(BaseHTTPRequestHandler):
         if state.paused.is_set():
             self.close_connection = True
             return
+        with state.conn_lock:  # idle again once the client has the end of the stream
+            state.streaming.discard(self.connection)
         self._write(b"0\r\n\r\n")

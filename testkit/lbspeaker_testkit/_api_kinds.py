@@ -465,15 +465,21 @@ _HOOKS = {
 
 
 def prepare(
-    res: ResourceInfo, new: Obj, old: Obj | None, subresource: str, alloc: ServiceAllocator
+    res: ResourceInfo,
+    new: Obj,
+    old: Obj | None,
+    subresource: str,
+    alloc: ServiceAllocator,
+    ip_mode: bool = True,
 ) -> tuple[list[FieldError], AllocationPlan | None]:
-    """Kind-specific defaulting and validation; ``new`` is the full stored form."""
+    """Kind-specific defaulting and validation; ``new`` is the full stored form. ``ip_mode``: the served
+    version knows LoadBalancerIngress.ipMode (1.30+)."""
     normalize_times(res.plural, res.kind, res.version, new)
     errs = validate_object_meta(res, new)
     if res.plural == "services":
         if old is None:
             new["status"] = {"loadBalancer": {}}
-        svc_errs, plan = plan_service(new, old, alloc)
+        svc_errs, plan = plan_service(new, old, alloc, ip_mode)
         status = new.get("status")
         if not isinstance(status, dict) or not status:
             new["status"] = {"loadBalancer": {}}

@@ -3,9 +3,9 @@
 Mirrors what the real Service REST storage does on create/update: v1 defaulting (type, ports,
 traffic policies, ``allocateLoadBalancerNodePorts``), ClusterIP allocation from 10.96.0.0/16 and
 fd00:10:96::/112 honouring ``ipFamilies``/``ipFamilyPolicy`` (the cluster is dual-stack, IPv4
-primary), NodePort and healthCheckNodePort allocation from 30000-32767, carrying allocated values over
-when an update omits them, dropping type-dependent fields (and ``status.loadBalancer``) when the type
-changes, and the immutability of ``clusterIP`` and ``loadBalancerClass``.
+primary, unless made single-stack IPv4), NodePort and healthCheckNodePort allocation from 30000-32767,
+carrying allocated values over when an update omits them, dropping type-dependent fields (and
+``status.loadBalancer``) when the type changes, and the immutability of ``clusterIP`` and ``loadBalancerClass``.
 
 ``plan_service`` is pure with respect to the allocator: it returns the errors and an ``AllocationPlan``
 that the caller applies only when the write is committed.
@@ -47,9 +47,10 @@ class AllocationPlan:
 class ServiceAllocator:
     """Which cluster IPs and node ports are taken. Callers serialise access (the store lock)."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, single_stack: bool = False) -> None:
         self.v4 = ipaddress.ip_network("10.96.0.0/16")
         self.v6 = ipaddress.ip_network("fd00:10:96::/112")
+        self.single_stack = single_stack  # only an IPv4 service range, as a cluster not set up for dual-stack
         self.used_ips: set[str] = set()
         self.used_ports: set[int] = set()
         self._rng = random.Random(seed)
@@ -141,8 +142,9 @@ def _externally_accessible(spec: Obj) -> bool:
     )
 
 
-def apply_defaults(svc: Obj) -> None:
-    """v1 defaulting that the real server applies to every Service it decodes."""
+def apply_defaults(svc: Obj, ip_mode: bool = True) -> None:
+    """v1 defaulting that the real server applies to every Service it decodes (``ipMode`` only where the
+    server knows the field: 1.30 and later)."""
     spec = svc.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
@@ -171,7 +173,7 @@ def apply_defaults(svc: Obj) -> None:
         spec["internalTrafficPolicy"] = "Cluster"
     if spec.get("type") == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is None:
         spec["allocateLoadBalancerNodePorts"] = True
-    if spec.get("type") == "LoadBalancer":
+    if spec.get("type") == "LoadBalancer" and ip_mode:
         status = svc.get("status")
         lb = status.get("loadBalancer") if isinstance(status, dict) else None
         for ing in (lb.get("ingress") or []) if isinstance(lb, dict) else []:
@@ -471,6 +473,33 @@ def validate_service_status(svc: Obj) -> list[FieldError]:
     return errs
 
 
+def stale_status_errors(svc: Obj) -> list[FieldError]:
+    """The status of a write whose resourceVersion is stale, checked as sent (before defaulting).
+
+    kube-apiserver v1.36 was seen to answer such a ``services/status`` write with 422 (``ipMode: Required
+    value``) when an ingress entry has an ``ip`` and no ``ipMode``, and with 409 Conflict otherwise;
+    with a current resourceVersion the same body succeeds and ``ipMode`` is defaulted to VIP (issue 10).
+    """
+    errs = validate_service_status(svc)
+    status = svc.get("status") or {}
+    lb = status.get("loadBalancer") if isinstance(status, dict) else None
+    for i, ing in enumerate((lb.get("ingress") if isinstance(lb, dict) else None) or []):
+        if isinstance(ing, dict) and ing.get("ip") and ing.get("ipMode") is None:
+            errs.append(
+                required(f"status.loadBalancer.ingress[{i}].ipMode", "must be specified when `ip` is set")
+            )
+    return sorted(errs, key=lambda e: e.path)
+
+
+def rebuild_allocator(alloc: ServiceAllocator, services: list[Obj]) -> None:
+    """Claim the cluster IPs and node ports of ``services`` (after a restore replaced the store)."""
+    alloc.used_ips.clear()
+    alloc.used_ports.clear()
+    for svc in services:
+        alloc.used_ips.update(service_ips(svc))
+        alloc.used_ports.update(service_node_ports(svc))
+
+
 def _plan_cluster_ips(
     svc: Obj, old: Obj | None, alloc: ServiceAllocator, plan: AllocationPlan, errs: list[FieldError]
 ) -> None:
@@ -551,7 +580,21 @@ def _plan_cluster_ips(
         errs.append(invalid("spec.ipFamilies[0]", primary, "may not change once set"))
         return
     secondary = "IPv6" if primary == "IPv4" else "IPv4"
-    families = [primary] if policy == "SingleStack" else [primary, secondary]
+    if alloc.single_stack and not headless:
+        single: list[FieldError] = []
+        if policy == "RequireDualStack":
+            single.append(
+                invalid("spec.ipFamilyPolicy", policy, "this cluster is not configured for dual-stack services")
+            )
+        for i, fam in enumerate(families_req):
+            if fam != "IPv4":
+                single.append(invalid(f"spec.ipFamilies[{i}]", fam, "not configured on this cluster"))
+        if single:
+            errs.extend(single)
+            return
+        families = ["IPv4"]  # PreferDualStack gets the one family there is
+    else:
+        families = [primary] if policy == "SingleStack" else [primary, secondary]
     if len(families_req) == 2 and families_req[1] != secondary:
         errs.append(FieldError("Duplicate", "spec.ipFamilies[1]", "", families_req[1]))
         return
@@ -669,13 +712,13 @@ def _plan_node_ports(
 
 
 def plan_service(
-    svc: Obj, old: Obj | None, alloc: ServiceAllocator
+    svc: Obj, old: Obj | None, alloc: ServiceAllocator, ip_mode: bool = True
 ) -> tuple[list[FieldError], AllocationPlan]:
     """Default, validate and allocate ``svc`` (mutated in place) against ``old`` (None on create)."""
     if old is not None:
         patch_allocated_values(svc, old)
         drop_type_dependent_fields(svc, old)
-    apply_defaults(svc)
+    apply_defaults(svc, ip_mode)
     errs = validate_service(svc, old)
     plan = AllocationPlan()
     if errs:

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbspeaker_testkit import _api_errors as errors
+from lbspeaker_testkit._api_discovery import DEFAULT_VERSION
 from lbspeaker_testkit._api_kinds import check_body_type, generation_tracked, prepare
 from lbspeaker_testkit._api_patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from lbspeaker_testkit._api_resources import BY_PATH, RESOURCES, ResourceInfo
-from lbspeaker_testkit._api_schema import Decoder
+from lbspeaker_testkit._api_schema import IP_MODE_ENABLED, Decoder
 from lbspeaker_testkit._api_selectors import EVERYTHING, Selector
-from lbspeaker_testkit._api_services import ServiceAllocator
+from lbspeaker_testkit._api_services import ServiceAllocator, rebuild_allocator, stale_status_errors
 
 Obj = dict[str, Any]
 
@@ -33,6 +34,7 @@ INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 _SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 _NAME_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 TOO_LARGE_WAIT_SECONDS = 3.0
+ROOT_CA_DELAY_SECONDS = 0.05  # kube-controller-manager's root-ca-cert publisher reacts in tens of ms
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 ROOT_CA_DESCRIPTION = (
     "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
@@ -165,6 +167,22 @@ def encode_stored_event(res: ResourceInfo, ev: StoredEvent, etype: str, as_prev:
     return cached
 
 
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """Every object and the resourceVersion they were at: what an etcd snapshot holds."""
+
+    rv: int
+    objects: dict[str, dict[str, dict[str, Obj]]]
+
+    def to_json(self) -> str:
+        return json.dumps({"resourceVersion": self.rv, "objects": self.objects}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> StoreSnapshot:
+        doc = json.loads(text)
+        return cls(int(doc["resourceVersion"]), doc["objects"])
+
+
 @dataclass
 class ListResult:
     items: list[Obj]
@@ -176,22 +194,35 @@ class ListResult:
 class Store:
     """Objects, resourceVersions, history and watchers. All public methods are thread-safe."""
 
-    def __init__(self, history_size: int = 5000, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        history_size: int = 5000,
+        seed: int | None = None,
+        version: tuple[int, int] = DEFAULT_VERSION,
+        single_stack: bool = False,
+        root_ca_delay: float = ROOT_CA_DELAY_SECONDS,
+    ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be at least 1")
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.rv = 0
         self.history_size = history_size
+        self.ip_mode = version >= IP_MODE_ENABLED
+        self.root_ca_delay = root_ca_delay
         self.objects: dict[str, dict[str, dict[str, Obj]]] = {}
         self.history: dict[str, deque[StoredEvent]] = {}
         self.evicted: set[str] = set()
+        # resourceVersions below this are compacted (a restored server serves nothing older than its start)
+        self.history_floor = 0
         self.watchers: dict[str, set[Watcher]] = {}
-        self.alloc = ServiceAllocator(seed)
+        self.alloc = ServiceAllocator(seed, single_stack)
         self._rng = random.Random(seed)
         self._snapshots: dict[tuple[str, int], list[tuple[tuple[str, str], Obj]]] = {}
         for name in INITIAL_NAMESPACES:
             self.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": name}})
+            with self.lock:  # present from the start; the delayed publisher then finds it
+                self._publish_root_ca(name)
         self.create(
             BY_PATH[("", "v1", "services")],
             "default",
@@ -206,6 +237,34 @@ class Store:
                 },
             },
         )
+
+    # --- snapshots ------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> StoreSnapshot:
+        """Every object and the current resourceVersion (an etcd snapshot)."""
+        with self.lock:
+            return StoreSnapshot(self.rv, copy.deepcopy(self.objects))
+
+    def restore(self, snap: StoreSnapshot, bump_revision: int = 0) -> None:
+        """Replace every object with ``snap``'s, as etcd restored from a snapshot under a restarted API
+        server: the resourceVersion goes back to the snapshot's (plus ``bump_revision``, as
+        ``etcdutl snapshot restore --bump-revision --mark-compacted`` does), open watches end, the watch
+        history is empty, and nothing older than the restored version can be watched any more (410)."""
+        if bump_revision < 0:
+            raise ValueError("bump_revision must not be negative")
+        with self.lock:
+            for ws in self.watchers.values():
+                for w in ws:
+                    w.close("server restarted")
+            self.objects = copy.deepcopy(snap.objects)
+            self.rv = snap.rv + bump_revision
+            self.history.clear()
+            self.evicted.clear()
+            self._snapshots.clear()
+            self.history_floor = self.rv
+            services = self.objects.get(BY_PATH[("", "v1", "services")].storage_key, {})
+            rebuild_allocator(self.alloc, [o for objs in services.values() for o in objs.values()])
+            self.changed.notify_all()
 
     # --- reads ----------------------------------------------------------------------------------------------
 
@@ -245,6 +304,8 @@ class Store:
         return items
 
     def _history_covers(self, res: ResourceInfo, rv: int) -> bool:
+        if rv < self.history_floor:
+            return False
         hist = self.history.get(res.storage_key)
         if res.storage_key not in self.evicted or not hist:
             return True
@@ -252,7 +313,7 @@ class Store:
 
     def _oldest(self, res: ResourceInfo) -> int:
         hist = self.history.get(res.storage_key)
-        return hist[0].rv - 1 if hist else self.rv
+        return max(hist[0].rv - 1 if hist else self.rv, self.history_floor)
 
     def _snapshot(self, res: ResourceInfo, rv: int) -> list[tuple[tuple[str, str], Obj]]:
         """All objects of ``res`` as they were at ``rv``, sorted by (namespace, name)."""
@@ -388,7 +449,7 @@ class Store:
                     break
         for key in (*_SYSTEM_META, "resourceVersion", "selfLink", "managedFields"):
             meta.pop(key, None)
-        errs, plan = prepare(res, obj, None, "", self.alloc)
+        errs, plan = prepare(res, obj, None, "", self.alloc, self.ip_mode)
         name = str(meta.get("name") or "")
         if errs:
             raise errors.invalid_object(res.kind, res.group, name, errs)
@@ -405,8 +466,21 @@ class Store:
             self.alloc.apply(plan)
         stored = self._commit(res, "ADDED", ns, name, obj, None)
         if res.plural == "namespaces":
-            self._publish_root_ca(name)
+            timer = threading.Timer(self.root_ca_delay, self._publish_root_ca_later, (name, meta["uid"]))
+            timer.daemon = True
+            timer.start()
         return stored
+
+    def _publish_root_ca_later(self, ns: str, uid: str) -> None:
+        """kube-controller-manager's root-ca-cert publisher: shortly after a namespace appears (not in the
+        same write), its ``kube-root-ca.crt`` ConfigMap does."""
+        with self.lock:
+            nsobj = self.objects.get("/namespaces", {}).get("", {}).get(ns)
+            if nsobj is None or nsobj["metadata"].get("uid") != uid or nsobj["metadata"].get("deletionTimestamp"):
+                return
+            if ROOT_CA_CONFIGMAP in self._bucket(BY_PATH[("", "v1", "configmaps")]).get(ns, {}):
+                return
+            self._publish_root_ca(ns)
 
     def _publish_root_ca(self, ns: str) -> None:
         """What kube-controller-manager's root-ca-cert publisher does for every new namespace."""
@@ -486,6 +560,10 @@ class Store:
         old_meta = old.get("metadata") or {}
         want_rv = meta.get("resourceVersion")
         if want_rv and str(want_rv) != old_meta.get("resourceVersion"):
+            if res.plural == "services" and subresource == "status" and self.ip_mode:
+                errs = stale_status_errors(new)
+                if errs:
+                    raise errors.invalid_object(res.kind, res.group, name, errs)
             raise errors.conflict(res.plural, res.group, name, errors.MODIFIED_CONFLICT)
         if meta.get("uid") and meta["uid"] != old_meta.get("uid"):
             raise errors.conflict(
@@ -534,7 +612,7 @@ class Store:
                         )
                     ],
                 )
-        errs, plan = prepare(res, new, old, subresource, self.alloc)
+        errs, plan = prepare(res, new, old, subresource, self.alloc, self.ip_mode)
         if errs:
             raise errors.invalid_object(res.kind, res.group, name, errs)
         if generation_tracked(res) and _without_meta(new) != _without_meta(old):

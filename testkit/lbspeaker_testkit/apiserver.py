@@ -6,8 +6,13 @@ endpointslices; coordination.k8s.io/v1 leases; events.k8s.io/v1 events. resource
 optimistic concurrency, status subresources, Service defaulting and allocation, label/field selectors,
 paginated lists, watches with bookmarks and 410 Expired, Tables for kubectl, discovery.
 
-Test code talks to it only over HTTP; the object itself offers lifecycle, request counters and outage
-simulation (``pause``/``resume``). ``python -m lbspeaker_testkit.apiserver`` runs one in the foreground.
+Test code talks to it only over HTTP; the object itself offers lifecycle, request counters and fault
+simulation: an outage (``pause``/``resume``), a server that accepts but never answers
+(``stop_answering``/``answer_again``), a peer that lost its TCP state (``forget_connections``), and
+a restart with older state on the same port (``snapshot``, ``restart(snapshot)``: an etcd restore).
+Knobs: ``version`` (the Kubernetes minor it acts as, e.g. "1.28": no ``ipMode`` before 1.29) and
+``single_stack`` (an IPv4-only Service range). ``python -m lbspeaker_testkit.apiserver`` runs one in the
+foreground.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from lbspeaker_testkit._api_discovery import DEFAULT_VERSION, parse_version
 from lbspeaker_testkit._api_http import APIHTTPServer, ServerState
-from lbspeaker_testkit._api_store import Store
+from lbspeaker_testkit._api_store import ROOT_CA_DELAY_SECONDS, Store, StoreSnapshot
 from lbspeaker_testkit.kubeconfig import write_kubeconfig
 
-__all__ = ["APIServer", "main"]
+__all__ = ["APIServer", "StoreSnapshot", "main"]
 
 _REBIND_ATTEMPTS = 50
 _REBIND_DELAY = 0.1
@@ -44,10 +50,15 @@ class APIServer:
         token: str | None = None,
         log_requests: bool = False,
         seed: int | None = None,
+        version: str | None = None,
+        single_stack: bool = False,
+        root_ca_delay: float = ROOT_CA_DELAY_SECONDS,
     ) -> None:
         self._host = host
         self._port = port
-        self._state = ServerState(Store(history_size, seed), token, bookmark_interval, log_requests)
+        served = parse_version(version) if version else DEFAULT_VERSION
+        store = Store(history_size, seed, served, single_stack, root_ca_delay)
+        self._state = ServerState(store, token, bookmark_interval, log_requests, served)
         self._server: APIHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -121,6 +132,41 @@ class APIServer:
             self._state.paused.clear()
             self._bind()
 
+    def stop_answering(self) -> None:
+        """A server that accepts connections and reads requests but never replies (a hung process, a
+        black-holed path): new requests are held unanswered, open watch streams go quiet. Held requests
+        and quiet streams are closed, still unanswered, by ``answer_again``."""
+        self._state.answering.clear()
+        self._state.silent.set()
+
+    def answer_again(self) -> None:
+        self._state.silent.clear()
+        self._state.answering.set()
+
+    def forget_connections(self) -> None:
+        """As if the server's host lost its TCP state (reboot, a link flap through a stateful middlebox):
+        open watch streams break now, and an idle keep-alive connection gets a TCP reset instead of an
+        answer to its next request. New connections are served normally."""
+        self._state.forget_connections()
+
+    def snapshot(self) -> StoreSnapshot:
+        """Every object and the current resourceVersion; ``StoreSnapshot.to_json`` persists it."""
+        return self._state.store.snapshot()
+
+    def restart(self, snapshot: StoreSnapshot | None = None, bump_revision: int = 0) -> None:
+        """Stop, optionally restore ``snapshot`` (older state: an etcd restore), and serve again on the
+        same port. Connections and watches are dropped; the watch history starts empty, so a watch from a
+        version older than the restored one gets 410 and one newer gets "Too large resource version"."""
+        with self._lock:
+            self._state.paused.set()
+            self._unbind()
+            self._state.store.close_all_watchers("server restarted")
+            self._state.drop_connections()
+            if snapshot is not None:
+                self._state.store.restore(snapshot, bump_revision)
+            self._state.paused.clear()
+            self._bind()
+
     def __enter__(self) -> APIServer:
         self.start()
         return self
@@ -180,13 +226,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--token", help="require this bearer token")
     parser.add_argument("--log-requests", action="store_true", help="log every request")
+    parser.add_argument("--version", dest="kube_version", help="act as this Kubernetes minor (e.g. 1.28)")
+    parser.add_argument("--single-stack", action="store_true", help="an IPv4-only Service range")
+    parser.add_argument("--restore-from", type=Path, help="start from a snapshot saved by --save-to")
+    parser.add_argument("--save-to", type=Path, help="save a snapshot of the state here on exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     host, port = args.listen
     if args.history_size < 1:
         parser.error("--history-size must be at least 1")
-    server = APIServer(host, port, args.history_size, args.bookmark_interval, args.token, args.log_requests)
+    server = APIServer(
+        host,
+        port,
+        args.history_size,
+        args.bookmark_interval,
+        args.token,
+        args.log_requests,
+        version=args.kube_version,
+        single_stack=args.single_stack,
+    )
     server.start()
+    if args.restore_from:
+        server.restart(StoreSnapshot.from_json(args.restore_from.read_text(encoding="utf-8")))
     if args.kubeconfig_out:
         server.write_kubeconfig(args.kubeconfig_out)
     print(server.url, flush=True)
@@ -198,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     done.wait()
+    if args.save_to:
+        args.save_to.write_text(server.snapshot().to_json(), encoding="utf-8")
     server.stop()
     return 0
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -33,6 +34,26 @@ def wait_for(fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class HandlerLog:
+    """An informer handler recording (old name, new name) pairs, for tests."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str | None, str | None]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, old: JSON | None, new: JSON | None) -> None:
+        with self._lock:
+            self.events.append((old and old["metadata"]["name"], new and new["metadata"]["name"]))
+
+    def deleted(self) -> set[str]:
+        with self._lock:
+            return {o for o, n in self.events if o and n is None}
+
+    def added(self) -> set[str]:
+        with self._lock:
+            return {n for o, n in self.events if n and o is None}
 
 
 def unique(prefix: str) -> str:

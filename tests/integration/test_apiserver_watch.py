@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,14 +205,38 @@ def test_watch_with_selector_turns_transitions_into_added_and_deleted(core_v1: A
     assert events == [("DELETED", "s", ""), ("ADDED", "s", "yes")]
 
 
+def _wait_root_ca(core_v1: Api, namespace: str) -> None:
+    """kube-controller-manager publishes kube-root-ca.crt into a new namespace shortly after it appears."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        names = [c.metadata.name for c in core_v1.list_namespaced_config_map(namespace).items]
+        if "kube-root-ca.crt" in names:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no kube-root-ca.crt in {namespace} after 10 s")
+
+
 def test_timeout_seconds_ends_the_stream(core_v1: Api, namespace: str) -> None:
+    _wait_root_ca(core_v1, namespace)  # else its ADDED event may land in the stream
     rv = core_v1.list_namespaced_config_map(namespace).metadata.resource_version
+    started = time.monotonic()
     stream = core_v1.list_namespaced_config_map(
         namespace, watch=True, resource_version=rv, timeout_seconds=1, _preload_content=False
     )
     body = stream.read()  # returns only once the server has closed the stream cleanly
     stream.release_conn()
+    assert time.monotonic() - started < 5
     assert body.strip() == b"" or all(json.loads(line)["type"] == "BOOKMARK" for line in body.splitlines())
+
+
+def test_root_ca_configmap_arrives_after_the_namespace(make_api_server: Any) -> None:
+    """Like the controller manager's publisher, the test server writes kube-root-ca.crt a moment after
+    the namespace, so a list taken right after creating a namespace need not hold it yet."""
+    _, kubeconfig = make_api_server(root_ca_delay=1.0)
+    core_v1: Api = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+    core_v1.create_namespace({"metadata": {"name": "fresh"}})
+    assert core_v1.list_namespaced_config_map("fresh").items == []
+    _wait_root_ca(core_v1, "fresh")
 
 
 def test_bookmarks_carry_a_resource_version_clients_resume_from(make_api_server: Any) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from lbspeaker_testkit.kubeutil import Cluster, controller, lb_service, pool_configmap, unique, wait_for
+
+from lbspeaker.kube.rest import ApiError
 
 POOL3 = """
 address-pools:
@@ -63,7 +65,8 @@ def test_pool_of_three_four_services(ctl: object, cluster: Cluster, namespace: s
     assert "exhausted" in ev["message"] and "small" in ev["message"], ev["message"]
     assert cluster.ips(namespace, "s3") == []
     for i in range(3):
-        assert cluster.wait_event(namespace, f"s{i}", "IPAllocated")
+        ev = cluster.wait_event(namespace, f"s{i}", "IPAllocated")
+        assert ev["message"] == f"Assigned IP {cluster.ips(namespace, f's{i}')[0]} from pool small", ev["message"]
     freed = cluster.ips(namespace, "s1")[0]
     cluster.delete(namespace, "services", "s1")
     assert cluster.wait_ips(namespace, "s3") == [freed]
@@ -119,9 +122,10 @@ def test_requested_ips(ctl: object, cluster: Cluster, namespace: str, lb_class: 
     ev = cluster.wait_event(namespace, "outside", "AllocationFailed")
     assert "203.0.113.9" in ev["message"]
     cluster.create(namespace, "services",
-                   svc("bad", lb_class, annotations={"lbspeaker.io/loadBalancerIPs": "not-an-ip"}))
+                   svc("bad", lb_class, annotations={"lbspeaker.io/loadBalancerIPs": "not-an-ip,,"}))
     ev = cluster.wait_event(namespace, "bad", "AllocationFailed")
-    assert "loadBalancerIPs" in ev["message"] and "not-an-ip" in ev["message"]
+    assert "lbspeaker.io/loadBalancerIPs='not-an-ip,,'" in ev["message"], ev["message"]
+    assert "'not-an-ip' is not an IP address" in ev["message"], "the message names the bad value"
     assert ctl.http("/healthz")[0] == 200  # type: ignore[attr-defined]
 
 
@@ -156,12 +160,14 @@ address-pools:
   protocol: layer2
   addresses: [192.0.2.30-192.0.2.31, 2001:db8:5::/120]
 """))
+    create_dual_stack_or_skip(cluster, namespace, svc("d", lb_class, families=["IPv4", "IPv6"],
+                                                      family_policy="RequireDualStack"))
     with controller(kubeconfig, namespace, lb_class):
-        cluster.create(namespace, "services", svc("d", lb_class, families=["IPv4", "IPv6"],
-                                                  family_policy="RequireDualStack"))
         ips = cluster.wait_ips(namespace, "d", count=2)
         assert {ipaddress.ip_address(i).version for i in ips} == {4, 6}
         assert ips[0] == "192.0.2.30" and ips[1] == "2001:db8:5::"
+        ev = cluster.wait_event(namespace, "d", "IPAllocated")
+        assert ev["message"] == "Assigned IPs 192.0.2.30, 2001:db8:5:: from pool dual", ev["message"]
         cluster.create(namespace, "services", svc("v6", lb_class, families=["IPv6"]))
         assert cluster.wait_ips(namespace, "v6") == ["2001:db8:5::1"]
         cluster.create(namespace, "services", svc("pref", lb_class, families=["IPv4", "IPv6"],
@@ -171,6 +177,31 @@ address-pools:
                                                   family_policy="RequireDualStack",
                                                   annotations={"lbspeaker.io/address-pool": "v4only"}))
         cluster.wait_event(namespace, "req", "AllocationFailed")
+
+
+def create_dual_stack_or_skip(cluster: Cluster, namespace: str, obj: dict[str, object]) -> None:
+    """Create a RequireDualStack Service; on a cluster set up with one Service family the server refuses it
+    (422 "this cluster is not configured for dual-stack services"): skip, saying so."""
+    try:
+        cluster.create(namespace, "services", obj)
+    except ApiError as exc:
+        if exc.invalid and "not configured for dual-stack services" in exc.message:
+            pytest.skip(f"single-stack cluster: the API server says {exc.message!r}")
+        raise
+
+
+def test_a_single_stack_cluster_is_detected(make_api_server: Callable[..., tuple[object, str]]) -> None:
+    _, kubeconfig = make_api_server(single_stack=True)
+    cluster = Cluster(kubeconfig)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        create_dual_stack_or_skip(cluster, "default", lb_service("d", families=["IPv4", "IPv6"],
+                                                                 family_policy="RequireDualStack"))
+    assert "this cluster is not configured for dual-stack services" in str(skipped.value)
+    with pytest.raises(ApiError) as err:  # any other refusal is not a reason to skip
+        create_dual_stack_or_skip(cluster, "default", lb_service("v6", families=["IPv6"]))
+    assert "spec.ipFamilies[0]: Invalid value: \"IPv6\": not configured on this cluster" in err.value.message
+    pref = cluster.create("default", "services", lb_service("p", family_policy="PreferDualStack"))
+    assert pref["spec"]["ipFamilies"] == ["IPv4"], "PreferDualStack gets the one family there is"
 
 
 def test_class_filtering(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> None:

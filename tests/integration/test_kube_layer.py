@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from lbspeaker_testkit.apiserver import APIServer
-from lbspeaker_testkit.kubeutil import rest_for, wait_for
+from lbspeaker_testkit.kubeutil import HandlerLog, rest_for, wait_for
 
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer
@@ -21,21 +21,11 @@ def cm(name: str, value: str = "1", labels: dict[str, str] | None = None) -> dic
             "data": {"v": value}}
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str | None, str | None]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        with self.lock:
-            self.events.append((old and old["metadata"]["name"], new and new["metadata"]["name"]))
-
-
 def test_informer_lists_watches_and_filters(kubeconfig: str, namespace: str) -> None:
     rest = rest_for(kubeconfig)
     for i in range(3):
         rest.request("POST", path_for("v1", "configmaps", namespace), body=cm(f"pre{i}", labels={"t": "x"}))
-    seen = Recorder()
+    seen = HandlerLog()
     inf = Informer(rest, path_for("v1", "configmaps", namespace), name="cms", handler=seen,
                    label_selector="t=x", page_size=2)  # several pages
     inf.start()
@@ -156,6 +146,7 @@ def test_event_recorder_creates_then_counts_repeats(kubeconfig: str, namespace: 
 
 
 def test_status_patch_conflict_and_separation(kubeconfig: str, namespace: str) -> None:
+    """A merge PATCH of services/status as kube-apiserver v1.36 answers it (issue 10)."""
     rest: Rest = rest_for(kubeconfig)
     svc = rest.request("POST", path_for("v1", "services", namespace), body={
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
@@ -163,13 +154,48 @@ def test_status_patch_conflict_and_separation(kubeconfig: str, namespace: str) -
     stale = svc["metadata"]["resourceVersion"]
     rest.request("PATCH", path_for("v1", "services", namespace, "s"), content_type=MERGE_PATCH,
                  body={"metadata": {"labels": {"x": "y"}}})
+    status_path = path_for("v1", "services", namespace, "s", "status")
+    # stale resourceVersion, no ipMode: the status is validated as sent, before the conflict check
     with pytest.raises(ApiError) as err:
-        rest.request("PATCH", path_for("v1", "services", namespace, "s", "status"), content_type=MERGE_PATCH,
+        rest.request("PATCH", status_path, content_type=MERGE_PATCH,
                      body={"metadata": {"resourceVersion": stale},
                            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}})
+    assert err.value.status == 422 and err.value.reason == "Invalid"
+    assert "status.loadBalancer.ingress[0].ipMode: Required value: must be specified when" in err.value.message
+    # stale resourceVersion, ipMode given: the plain conflict
+    with pytest.raises(ApiError) as err:
+        rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                     body={"metadata": {"resourceVersion": stale},
+                           "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "ipMode": "VIP"}]}}})
     assert err.value.conflict
-    ok = rest.request("PATCH", path_for("v1", "services", namespace, "s", "status"), content_type=MERGE_PATCH,
-                      body={"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    # current resourceVersion, no ipMode: accepted, ipMode defaulted to VIP
+    current = rest.get(path_for("v1", "services", namespace, "s"))["metadata"]["resourceVersion"]
+    ok = rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                      body={"metadata": {"resourceVersion": current},
+                            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
                             "spec": {"type": "ClusterIP"}})
-    assert [i["ip"] for i in ok["status"]["loadBalancer"]["ingress"]] == ["192.0.2.1"]
+    assert ok["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.1", "ipMode": "VIP"}]
     assert ok["spec"]["type"] == "LoadBalancer", "a status write never changes the spec"
+
+
+@pytest.mark.parametrize("version", ["1.28", "1.29"])
+def test_status_ip_mode_on_a_server_older_than_1_30(make_api_server: Callable[..., tuple[APIServer, str]],
+                                                    version: str) -> None:
+    """Before 1.29 ipMode is an unknown field, in 1.29 its feature gate is off: either way it is dropped,
+    never required, never stored."""
+    _, kubeconfig = make_api_server(version=version)
+    rest = rest_for(kubeconfig)
+    assert rest.get("/version")["minor"] == version.split(".")[1]
+    svc = rest.request("POST", path_for("v1", "services", "default"), body={
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "old"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+    stale = svc["metadata"]["resourceVersion"]
+    status_path = path_for("v1", "services", "default", "old", "status")
+    ok = rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                      body={"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "ipMode": "VIP"}]}}})
+    assert ok["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.1"}]
+    with pytest.raises(ApiError) as err:
+        rest.request("PATCH", status_path, content_type=MERGE_PATCH,
+                     body={"metadata": {"resourceVersion": stale},
+                           "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}]}}})
+    assert err.value.conflict

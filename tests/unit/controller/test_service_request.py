@@ -186,3 +186,17 @@ def test_status_ips() -> None:
     ingress = [{"ip": "192.0.2.1"}, {"hostname": "lb.example"}, {"ip": "2001:db8::1"}]
     s["status"] = {"loadBalancer": {"ingress": ingress}}
     assert status_ips(s) == ("192.0.2.1", "2001:db8::1")
+
+
+def test_the_first_bad_entry_is_named_before_the_entry_count() -> None:
+    with pytest.raises(BadAnnotation) as info:
+        service_request(svc({"lbspeaker.io/loadBalancerIPs": "not-an-ip,,"}))
+    assert str(info.value) == "lbspeaker.io/loadBalancerIPs='not-an-ip,,': entry 1 'not-an-ip' is not an IP address"
+    with pytest.raises(BadAnnotation, match="entry 2 is empty"):
+        service_request(svc({"lbspeaker.io/loadBalancerIPs": "192.0.2.1,"}))
+
+
+def test_messages_never_carry_a_whole_large_value() -> None:
+    with pytest.raises(BadAnnotation) as info:
+        service_request(svc({"lbspeaker.io/loadBalancerIPs": "x" * 100000}))
+    assert len(str(info.value)) < 300 and "100000 characters" in str(info.value)
