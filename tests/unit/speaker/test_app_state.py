@@ -14,7 +14,7 @@ from lbspeaker.l2.interfaces import Interface
 from lbspeaker.speaker import eligibility, layer2, lease
 from lbspeaker.speaker.app import decode_key
 from lbspeaker.speaker.layer2 import local_link
-from lbspeaker.speaker.lease import SUBNETS_ANNOTATION, lease_inputs, node_of
+from lbspeaker.speaker.lease import lease_inputs, node_of
 from lbspeaker.speaker.metrics import SpeakerCollector
 
 ALL = ("node1", "node2", "node3")
@@ -228,27 +228,3 @@ def test_speaker_collector_exports_l2_and_heartbeat_counters() -> None:
                  "lbspeaker_speaker_duplicates_seen_total 1.0", "lbspeaker_speaker_heartbeats_sent_total 10.0",
                  'lbspeaker_speaker_heartbeats_rejected_total{reason="mac"} 2.0'):
         assert line in text
-
-
-def test_status_announced_by_column_uses_current_leases_only() -> None:
-    from lbspeaker.status import LEASE_NOTE, render
-
-    cm = {"metadata": {"name": "config"}, "data": {"config": "address-pools:\n- name: l2\n  protocol: layer2\n"
-                                                             "  addresses: [192.0.2.200-192.0.2.250]\n"}}
-    service = {"metadata": {"namespace": "a", "name": "web"}, "spec": {"type": "LoadBalancer"},
-               "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.201"}]}}}
-    slices = [{"metadata": {"namespace": "a", "name": "web-1", "labels": {objects.SERVICE_NAME_LABEL: "web"}},
-               "endpoints": [{"nodeName": "node1", "conditions": {"ready": True}}]}]
-
-    def lease(name: str, renew: str) -> dict[str, Any]:
-        return {"metadata": {"name": f"speaker-{name}", "annotations": {SUBNETS_ANNOTATION: "192.0.2.0/24"}},
-                "spec": {"holderIdentity": name, "renewTime": renew, "leaseDurationSeconds": 10}}
-
-    now = 1767225605.0  # 2026-01-01T00:00:05Z
-    leases = [lease("node1", "2026-01-01T00:00:00.000000Z"), lease("node2", "2026-01-01T00:00:00.000000Z"),
-              lease("node3", "2025-12-31T23:00:00.000000Z")]  # node3's Lease expired
-    text = render([cm], [service], nodes=[node(n) for n in ALL], slices=slices, leases=leases, wall_now=now)
-    row = next(line for line in text.splitlines() if line.startswith("a "))
-    assert row.split()[-1] == election.owner("192.0.2.201", ("node1", "node2"))
-    assert "ANNOUNCED-BY" in text and LEASE_NOTE in text
-    assert "ANNOUNCED-BY" not in render([cm], [service])
