@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from lbspeaker.metrics import MetricsServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        # urllib3 logs each retry of a request; the informers already say, once per failure, what failed.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     rest = Rest(load_api_client(args.kubeconfig))
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     elector: LeaderElector | None = None
