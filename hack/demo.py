@@ -194,11 +194,18 @@ def main() -> int:
             # Forward, and spread flows over the ECMP next hops by ports too, so several curls from one
             # client reach several nodes.
             rt.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"])
+            # The sessions use TCP-MD5 with the password of Secret bgp-auth, as the example config says.
+            password = base64.b64encode(os.urandom(18)).decode()
+            apply(rest, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": "bgp-auth", "namespace": setup.ns},
+                         "data": {"password": base64.b64encode(password.encode()).decode()}})
             router = BirdRouter(lab, rt, tmp / "bird", render_bird_config(
                 ROUTER_IP, 64501, [BirdNeighbor(name=node.replace("-", "_"), address=ip, asn=64500,
-                                                local_address=ROUTER_IP) for node, ip in nodes.items()]))
+                                                local_address=ROUTER_IP, password=password)
+                                   for node, ip in nodes.items()]))
             client.run(["ip", "route", "add", "203.0.113.0/24", "via", ROUTER_IP])
-            info(f"router: BIRD 2 at {ROUTER_IP} (AS 64501) in namespace {rt.name}, peering with the three nodes")
+            info(f"router: BIRD 2 at {ROUTER_IP} (AS 64501) in namespace {rt.name}, peering with the three nodes "
+                 f"(TCP-MD5, the password of Secret {setup.ns}/bgp-auth)")
 
         step("Pools from deploy/examples/ and the controller")
         import yaml
@@ -521,7 +528,14 @@ def _neigh(client: Host, vip: str) -> str:
 
 
 if __name__ == "__main__":
+    from lbspeaker.cmdline import error_message
+
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None:
+            raise
+        sys.exit(f"demo: {message}")
