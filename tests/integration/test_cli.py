@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -292,3 +294,52 @@ def test_a_metrics_port_in_use_is_one_line(kubeconfig: str) -> None:
         line = one_line_error(run_cli("controller", "--kubeconfig", kubeconfig, "--metrics-addr", f"127.0.0.1:{port}"),
                               logs_before=True)
     assert line == f"lbspeaker controller: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+# -- the README's Development cluster, command by command ---------------------------------------------------
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def _development_cluster_block() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## Development"):]
+    start = section.index("A cluster of your own")
+    block = section[start:].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_the_readme_development_commands_work_in_their_order(
+        make_api_server: Callable[..., tuple[APIServer, str]]) -> None:
+    lines = _development_cluster_block()
+    assert lines[0].startswith(".venv/bin/python -m lbspeaker_testkit.apiserver ") and lines[0].endswith("&")
+    _, kc = make_api_server()  # the first line, in-process
+    controller: subprocess.Popen[bytes] | None = None
+    try:
+        for line in lines[1:]:
+            words = shlex.split(line.rstrip("&").replace("/tmp/kc", kc))
+            if words[0] == ".venv/bin/lbspeaker":
+                words = [sys.executable, "-m", "lbspeaker.cli", *words[1:]]
+            if line.endswith("&"):
+                assert words[3] == "controller", line
+                words[words.index("--metrics-addr") + 1] = f"127.0.0.1:{free_port()}"
+                controller = subprocess.Popen(words, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                continue
+            proc = subprocess.run(words, capture_output=True, text=True, timeout=60, check=False)
+            assert proc.returncode == 0, (line, proc.stderr)
+        assert controller is not None and words[3] == "status"
+
+        def assigned() -> str | None:
+            out = subprocess.run(words, capture_output=True, text=True, timeout=60, check=False).stdout
+            row = next((r.split() for r in out.splitlines() if r.split()[:2] == ["default", "web"]), [])
+            return out if row[2:4] == ["192.0.2.240", "default"] else None
+
+        deadline = time.monotonic() + 30
+        while not assigned():
+            assert time.monotonic() < deadline, "status never showed web with an IP of the example pool"
+            time.sleep(0.5)
+    finally:
+        if controller is not None:
+            controller.terminate()
+            controller.wait(10)
