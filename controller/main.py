@@ -15,19 +15,21 @@ import socket
 import threading
 import uuid
 
-from lbspeaker.cmdline import LOG_LEVEL_HELP, HelpFormatter, listen_address, log_level, run_command
+from lbspeaker.cmdline import (
+    LOG_LEVEL_HELP,
+    HelpFormatter,
+    add_cluster_arguments,
+    listen_address,
+    log_level,
+    run_command,
+)
 
 log = logging.getLogger("lbspeaker.controller")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", "lbspeaker-system"),
-                   help="namespace of the configuration ConfigMaps and the leader Lease "
-                        "(default: $LBSPEAKER_NAMESPACE or lbspeaker-system)")
-    p.add_argument("--config-name", default="config", help="name of the main configuration ConfigMap")
-    p.add_argument("--lb-class", default=None,
-                   help="handle only Services with this spec.loadBalancerClass (default: only Services without one)")
+    add_cluster_arguments(p, namespace_holds="the configuration ConfigMaps and the leader Lease",
+                          lb_class_does="handle only")
     p.add_argument("--metrics-addr", default=":7472", type=listen_address,
                    help="HOST:PORT for /metrics, /healthz and /readyz; an empty host listens on every IPv6 and "
                         "IPv4 address, IPv6 hosts go in brackets ([::]:7472)")

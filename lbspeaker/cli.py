@@ -10,13 +10,12 @@ in one line on stderr and exit status 1 (``cmdline.run_command``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lbspeaker import __version__
-from lbspeaker.cmdline import HelpFormatter, run_command
+from lbspeaker.cmdline import HelpFormatter, add_cluster_arguments, run_command
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -67,13 +66,8 @@ def _config(p: argparse.ArgumentParser) -> Run:
 
 
 def _status(p: argparse.ArgumentParser) -> Run:
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", "lbspeaker-system"),
-                   help="namespace of the configuration ConfigMaps and the speaker Leases "
-                        "(default: $LBSPEAKER_NAMESPACE or lbspeaker-system)")
-    p.add_argument("--config-name", default="config", help="name of the main configuration ConfigMap")
-    p.add_argument("--lb-class", default=None,
-                   help="show Services with this spec.loadBalancerClass (default: only Services without one)")
+    add_cluster_arguments(p, namespace_holds="the configuration ConfigMaps and the speaker Leases",
+                          lb_class_does="show")
 
     def run(args: argparse.Namespace) -> int:
         from lbspeaker.status import run as status_run

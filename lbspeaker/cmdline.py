@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lbspeaker.kube.rest import ApiError
 
-__all__ = ["CommandError", "HelpFormatter", "api_error_line", "error_message", "listen_address", "log_level",
-           "run_command"]
+__all__ = ["CommandError", "HelpFormatter", "add_cluster_arguments", "api_error_line", "error_message",
+           "listen_address", "log_level", "run_command"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_LEVEL_HELP = "log level: debug, info, warning or error"
@@ -56,6 +57,18 @@ def _shows_default(action: argparse.Action) -> bool:
     # None says nothing, and a flag's False/True is implied by the flag.
     return action.default is not None and action.default is not argparse.SUPPRESS \
         and not isinstance(action.default, bool)
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser, *, namespace_holds: str, lb_class_does: str) -> None:
+    """The options every program that reads the cluster takes: --kubeconfig, --namespace, --config-name,
+    --lb-class. ``namespace_holds`` says what lives in the namespace, ``lb_class_does`` what the class selects."""
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", "lbspeaker-system"),
+                   help=f"namespace of {namespace_holds} (default: $LBSPEAKER_NAMESPACE or lbspeaker-system)")
+    p.add_argument("--config-name", default="config", help="name of the main configuration ConfigMap")
+    p.add_argument("--lb-class", default=None,
+                   help=f"{lb_class_does} Services with this spec.loadBalancerClass "
+                        "(default: only Services without one)")
 
 
 def listen_address(text: str) -> str:
