@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from lbspeaker import __version__
 from lbspeaker.cmdline import HelpFormatter, add_cluster_arguments, run_command
@@ -50,19 +51,17 @@ def _config(p: argparse.ArgumentParser) -> Run:
                     "and summarise the pools. Exit status 0 when valid, 1 otherwise.")
     from lbspeaker.config import check
 
-    # The config check module provides add_arguments(parser) and run(args). Until that lands here, the
-    # one-file form of its older main(argv) stands in (temporary; see the branch's report).
-    add = getattr(check, "add_arguments", None)
-    run = getattr(check, "run", None)
+    # lbspeaker.config.check provides add_arguments(parser) and run(args). Until that version is merged,
+    # its older main(argv) (one FILE) stands in. TEMPORARY: once merged, this function ends with
+    #     check.add_arguments(check_parser); return check.run
+    found = vars(check)
+    add, run = found.get("add_arguments"), found.get("run")
     if callable(add) and callable(run):
         add(check_parser)
-        checked: Run = run
-    else:
-        check_parser.add_argument("file", metavar="FILE", help="ConfigMap manifest or bare config YAML")
-
-        def checked(args: argparse.Namespace) -> int:
-            return int(check.main([args.file]))
-    return checked
+        return cast(Run, run)
+    old_main = found["main"]
+    check_parser.add_argument("file", metavar="FILE", help="ConfigMap manifest or bare config YAML")
+    return lambda args: int(old_main([args.file]))
 
 
 def _status(p: argparse.ArgumentParser) -> Run:

@@ -166,3 +166,23 @@ def test_the_controller_process_registers_no_speaker_series(tmp_path: Path) -> N
     assert isinstance(names, list) and "lbspeaker_controller_config_loaded" in names
     assert all(n.startswith("lbspeaker_controller_") for n in names), names
     assert not [m for m in got["modules"] if str(m).startswith("lbspeaker.speaker")]  # type: ignore[attr-defined]
+
+
+def test_config_check_uses_the_check_modules_add_arguments_and_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract with lbspeaker.config.check: add_arguments(parser) and run(args) -> int."""
+    from lbspeaker.config import check
+
+    seen: list[argparse.Namespace] = []
+
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("files", nargs="+")
+        p.add_argument("--show", action="store_true")
+
+    def run(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 7
+
+    monkeypatch.setattr(check, "add_arguments", add_arguments, raising=False)
+    monkeypatch.setattr(check, "run", run, raising=False)
+    assert cli.main(["config", "check", "a.yaml", "-", "--show"]) == 7
+    assert seen[0].files == ["a.yaml", "-"] and seen[0].show is True
