@@ -106,7 +106,9 @@ def run_command(prog: str, command: Callable[[argparse.Namespace], int], args: a
 
 def error_message(exc: BaseException) -> str | None:
     """One line for a failure a user can act on, or None for anything else (a bug)."""
-    if isinstance(exc, CommandError):
+    from lbspeaker.hostport import HostPortError
+
+    if isinstance(exc, (CommandError, HostPortError)):
         return str(exc)
     if isinstance(exc, OSError) and not _from_kubernetes(exc):
         what = f"{exc.filename}: " if exc.filename else ""

@@ -19,7 +19,11 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-__all__ = ["BindTarget", "bind_candidates", "format_hostport", "parse_listen", "parse_peer"]
+__all__ = ["BindTarget", "HostPortError", "bind_candidates", "format_hostport", "parse_listen", "parse_peer"]
+
+
+class HostPortError(ValueError):
+    """Text that is not a usable ``HOST:PORT``; the message quotes it and says what is wrong."""
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -28,28 +32,28 @@ def _split(text: str) -> tuple[str, str]:
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
-            raise ValueError(f"{text!r}: missing ']' after the IPv6 address")
+            raise HostPortError(f"{text!r}: missing ']' after the IPv6 address")
         host, rest = text[1:close], text[close + 1:]
         if not rest.startswith(":"):
-            raise ValueError(f"{text!r}: expected ':PORT' after ']'")
+            raise HostPortError(f"{text!r}: expected ':PORT' after ']'")
         try:
             version = ipaddress.ip_address(host).version
         except ValueError:
-            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
+            raise HostPortError(f"{text!r}: {host!r} is not an IPv6 address") from None
         if version != 6:
-            raise ValueError(f"{text!r}: brackets are for IPv6 addresses only")
+            raise HostPortError(f"{text!r}: brackets are for IPv6 addresses only")
         return host, rest[1:]
     host, sep, port = text.rpartition(":")
     if not sep:
-        raise ValueError(f"{text!r} is not HOST:PORT (for example :7472 or 192.0.2.1:7472)")
+        raise HostPortError(f"{text!r} is not HOST:PORT (for example :7472 or 192.0.2.1:7472)")
     if ":" in host:
-        raise ValueError(f"{text!r}: an IPv6 address needs brackets, for example [{host}]:{port}")
+        raise HostPortError(f"{text!r}: an IPv6 address needs brackets, for example [{host}]:{port}")
     return host, port
 
 
 def _port(text: str, whole: str, lowest: int) -> int:
     if not text.isdigit() or not lowest <= int(text) <= 65535:
-        raise ValueError(f"{whole!r}: port {text!r} is not a number from {lowest} to 65535")
+        raise HostPortError(f"{whole!r}: port {text!r} is not a number from {lowest} to 65535")
     return int(text)
 
 
@@ -57,7 +61,7 @@ def _ip(host: str, whole: str) -> str:
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
-        raise ValueError(f"{whole!r}: {host!r} is not an IP address (host names are not looked up)") from None
+        raise HostPortError(f"{whole!r}: {host!r} is not an IP address (host names are not looked up)") from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -70,7 +74,7 @@ def parse_peer(text: str) -> tuple[str, int]:
     """A peer's address, as published in its Lease: an IP literal and a port from 1 to 65535."""
     host, port = _split(text)
     if not host:
-        raise ValueError(f"{text!r}: a peer address needs a host")
+        raise HostPortError(f"{text!r}: a peer address needs a host")
     return _ip(host, text), _port(port, text, 1)
 
 
