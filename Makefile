@@ -16,9 +16,9 @@ PYTEST_ARGS ?=
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
-	    echo "installing Debian packages:$$missing (about a minute on a fresh machine)"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    echo "installing Debian packages:$$missing (about a minute on a fresh machine; apt-get lists each step)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Use-Pty=0 $$missing; \
 	  fi; \
 	fi
 	@touch $@
@@ -27,8 +27,8 @@ $(PYTHON):
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 
 .stamp-pip: pyproject.toml testkit/pyproject.toml | $(PYTHON)
-	@echo "installing Python packages into $(VENV)/ (lbspeaker and its test kit, editable)"
-	$(PIP) install -q -e '.[dev]' -e ./testkit
+	@echo "installing Python packages into $(VENV)/ (lbspeaker and its test kit, editable; pip lists each package)"
+	$(PIP) install --progress-bar off -e '.[dev]' -e ./testkit
 	@touch $@
 
 deps: .stamp-apt .stamp-pip

@@ -1,4 +1,9 @@
-"""`lbspeaker controller`: wire the Kubernetes client, caches, leader election, metrics and the reconcile loop."""
+"""`lbspeaker controller`: wire the Kubernetes client, caches, leader election, metrics and the reconcile loop.
+
+``add_arguments`` imports nothing heavy (``lbspeaker --help`` and the other commands do not pay for the
+controller); ``run`` imports the controller's modules, so its Prometheus series are registered in the
+controller process only.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +15,44 @@ import socket
 import threading
 import uuid
 
-from controller.reconcile import Controller
-from lbspeaker.kube.client import load_api_client
-from lbspeaker.kube.events import EventRecorder
-from lbspeaker.kube.leader import LeaderElector
-from lbspeaker.kube.rest import Rest
-from lbspeaker.metrics import MetricsServer
+from lbspeaker.cmdline import (
+    LOG_LEVEL_HELP,
+    HelpFormatter,
+    add_cluster_arguments,
+    listen_address,
+    log_level,
+    run_command,
+)
 
 log = logging.getLogger("lbspeaker.controller")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", "lbspeaker-system"),
-                   help="namespace of the configuration ConfigMaps and the leader Lease")
-    p.add_argument("--config-name", default="config", help="name of the main configuration ConfigMap")
-    p.add_argument("--lb-class", default=None,
-                   help="handle only Services with this spec.loadBalancerClass (default: only Services without one)")
-    p.add_argument("--metrics-addr", default=":7472", help="listen address for /metrics, /healthz, /readyz")
-    p.add_argument("--leader-elect", action="store_true", help="hold Lease lbspeaker-controller before writing")
+    add_cluster_arguments(p, namespace_holds="the configuration ConfigMaps and the leader Lease",
+                          lb_class_does="handle only")
+    p.add_argument("--metrics-addr", default=":7472", type=listen_address,
+                   help="HOST:PORT for /metrics, /healthz and /readyz; an empty host listens on every IPv6 and "
+                        "IPv4 address, IPv6 hosts go in brackets ([::]:7472)")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="hold Lease lbspeaker-controller before writing, so that several replicas can run "
+                        "(default: off, a single replica)")
     p.add_argument("--workers", type=int, default=4, help="concurrent reconcile workers")
-    p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"))
+    p.add_argument("--log-level", type=log_level, default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"),
+                   help=f"{LOG_LEVEL_HELP} (default: $LBSPEAKER_LOG_LEVEL or info)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.reconcile import Controller
+    from lbspeaker.kube.client import load_api_client
+    from lbspeaker.kube.events import EventRecorder
+    from lbspeaker.kube.leader import LeaderElector
+    from lbspeaker.kube.rest import Rest
+    from lbspeaker.metrics import MetricsServer
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        # urllib3 logs each retry of a request; the informers already say, once per failure, what failed.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     rest = Rest(load_api_client(args.kubeconfig))
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     elector: LeaderElector | None = None
@@ -78,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lbspeaker controller", description="Assign external IPs to Services.")
+    """``python -m controller``: the same as ``lbspeaker controller``."""
+    p = argparse.ArgumentParser(prog="lbspeaker controller", formatter_class=HelpFormatter,
+                                description="Assign external IPs from the address pools to LoadBalancer Services.")
     add_arguments(p)
-    return run(p.parse_args(argv))
+    return run_command("lbspeaker controller", run, p.parse_args(argv))

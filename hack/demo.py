@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """`make demo`: a whole lbspeaker cluster lab on this machine, shown step by step.
 
-What it builds (and tears down at the end, also on Ctrl-C or an error):
-- the API test server, or the cluster named by $KUBECONFIG (then everything goes into namespace
+What it builds (and tears down at the end, also on Ctrl-C or an error, its temporary directory included):
+- the API test server, or the cluster named by $DEMO_KUBECONFIG (then everything goes into namespace
   lbspeaker-demo under loadBalancerClass lbspeaker.io/demo, with Node objects lbspeaker-demo-node-N,
   and all of it is deleted at the end; the lab's nodes are network namespaces here either way, and
-  reach the cluster's API server through a relay on their loopback);
+  reach the cluster's API server through a relay on their loopback). $KUBECONFIG is ignored, and the
+  demo says so: a cluster is used only when asked for by name;
 - three "nodes", each a network namespace on a private switch, running a real `lbspeaker speaker`;
   each node also runs a tiny HTTP server answering "hello from node-N" for the Service IPs, standing in
   for kube-proxy (the VIP sits on the node's loopback with strict ARP, as kube-proxy's IPVS mode does,
@@ -13,8 +14,9 @@ What it builds (and tears down at the end, also on Ctrl-C or an error):
 - the controller, the example pools from deploy/examples/, a layer 2 LoadBalancer Service;
 - a "client" namespace that reaches the Service IP over the switch.
 
-It prints the Services with their EXTERNAL-IP and owner, the client's `curl` answers, then kills the
-owner's speaker and prints how long the client went without an answer.
+It prints the Services with their EXTERNAL-IP and owner, the client's `curl` answers, the router's
+table as BIRD shows it, then kills the owner's speaker and prints how long the client went without
+an answer, whether the client saw the new owner's gratuitous ARP and what its neighbour entry holds.
 
 Only documentation addresses (192.0.2.0/24, 203.0.113.0/24, 2001:db8::/32) are used, inside
 namespaces this script creates.
@@ -23,6 +25,7 @@ namespaces this script creates.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -31,8 +34,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from lbspeaker_testkit.apiserver import APIServer  # noqa: E402
 from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config  # noqa: E402
-from lbspeaker_testkit.kubeutil import rest_for  # noqa: E402
+from lbspeaker_testkit.kubeutil import free_port, rest_for  # noqa: E402
 from lbspeaker_testkit.netns import Host, Lab  # noqa: E402
 
 from lbspeaker.kube.rest import ApiError, Rest, path_for  # noqa: E402
+from lbspeaker.kube.timefmt import parse_time  # noqa: E402
 
 NODE_IPS = ("192.0.2.11", "192.0.2.12", "192.0.2.13")
 RELAY_PORT = 16443  # where node namespaces reach a real cluster's API server
@@ -123,22 +129,29 @@ def main() -> int:
     for tool, pkg in (("ip", "iproute2"), ("arping", "iputils-arping"), ("curl", "curl")):
         need(tool, pkg)
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="lbspeaker-demo-"))
     procs: list[subprocess.Popen[bytes]] = []
     server: APIServer | None = None
     lab: Lab | None = None
     rest: Rest | None = None
     created: list[tuple[str, str | None, str]] = []  # deleted at the end on a real cluster
+    tmp: Path | None = None
+    ok = False
     try:
+        tmp = Path(tempfile.mkdtemp(prefix="lbspeaker-demo-"))
         step("API server")
-        real = os.environ.get("KUBECONFIG")
+        real = os.environ.get("DEMO_KUBECONFIG")
+        if real and not os.path.isfile(real.split(os.pathsep)[0]):
+            raise SystemExit(f"demo: DEMO_KUBECONFIG={real}: the file does not exist")
+        if not real and os.environ.get("KUBECONFIG"):
+            info(f"KUBECONFIG={os.environ['KUBECONFIG']} is ignored: the demo runs on its own API test server; "
+                 "to run it on that cluster, say so: make demo DEMO_KUBECONFIG=PATH")
         if real:
             # A real cluster: everything goes into a namespace of its own, under a loadBalancerClass of its
             # own, with Node objects named lbspeaker-demo-node-N; all of it is deleted at the end.
             kubeconfig = real.split(os.pathsep)[0]
             setup = Setup(ns="lbspeaker-demo", app_ns="lbspeaker-demo", lb_class="lbspeaker.io/demo",
                           node_prefix="lbspeaker-demo-", real=True)
-            info(f"the cluster of KUBECONFIG={kubeconfig}; demo objects go to namespace {setup.ns} "
+            info(f"the cluster of DEMO_KUBECONFIG={kubeconfig}; demo objects go to namespace {setup.ns} "
                  f"and class {setup.lb_class}")
             relay_target, node_kubeconfig = _relay_kubeconfig(kubeconfig, tmp / "node-kubeconfig")
         else:
@@ -181,11 +194,18 @@ def main() -> int:
             # Forward, and spread flows over the ECMP next hops by ports too, so several curls from one
             # client reach several nodes.
             rt.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"])
+            # The sessions use TCP-MD5 with the password of Secret bgp-auth, as the example config says.
+            password = base64.b64encode(os.urandom(18)).decode()
+            apply(rest, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": "bgp-auth", "namespace": setup.ns},
+                         "data": {"password": base64.b64encode(password.encode()).decode()}})
             router = BirdRouter(lab, rt, tmp / "bird", render_bird_config(
                 ROUTER_IP, 64501, [BirdNeighbor(name=node.replace("-", "_"), address=ip, asn=64500,
-                                                local_address=ROUTER_IP) for node, ip in nodes.items()]))
+                                                local_address=ROUTER_IP, password=password)
+                                   for node, ip in nodes.items()]))
             client.run(["ip", "route", "add", "203.0.113.0/24", "via", ROUTER_IP])
-            info(f"router: BIRD 2 at {ROUTER_IP} (AS 64501) in namespace {rt.name}, peering with the three nodes")
+            info(f"router: BIRD 2 at {ROUTER_IP} (AS 64501) in namespace {rt.name}, peering with the three nodes "
+                 f"(TCP-MD5, the password of Secret {setup.ns}/bgp-auth)")
 
         step("Pools from deploy/examples/ and the controller")
         import yaml
@@ -199,10 +219,15 @@ def main() -> int:
             apply(rest, obj)
             info(f"applied {example.name}")
         ctl_log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - lives as long as the process
-        procs.append(subprocess.Popen([sys.executable, "-m", "controller", "--kubeconfig", kubeconfig,
-                                       "--metrics-addr", "127.0.0.1:0", *setup.args()],
-                                      stdout=ctl_log, stderr=subprocess.STDOUT))
-        info(f"controller running (log {tmp / 'controller.log'})")
+        ctl_port = free_port()
+        t0 = time.monotonic()
+        ctl = subprocess.Popen([sys.executable, "-m", "controller", "--kubeconfig", kubeconfig,
+                                "--metrics-addr", f"127.0.0.1:{ctl_port}", *setup.args()],
+                               stdout=ctl_log, stderr=subprocess.STDOUT)
+        procs.append(ctl)
+        wait(lambda: _ready(ctl, ctl_port), 60, "the controller's /readyz")
+        info(f"controller ready in {time.monotonic() - t0:.2f}s: caches synced, pools loaded "
+             f"(log {tmp / 'controller.log'})")
 
         step("Speakers, one per node")
         speaker_ok = _speaker_available()
@@ -230,6 +255,7 @@ def main() -> int:
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}
         if setup.lb_class:
             svc["spec"]["loadBalancerClass"] = setup.lb_class
+        t0 = time.monotonic()
         apply(rest, svc)
         apply(rest, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
                      "metadata": {"name": "hello-1", "namespace": setup.app_ns,
@@ -237,9 +263,8 @@ def main() -> int:
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
                      "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": True}}
                                    for node, ip in nodes.items()]})
-        t0 = time.monotonic()
         vip = wait(lambda: _ips(rest, setup.app_ns, "hello"), 30, "an EXTERNAL-IP")[0]
-        info(f"EXTERNAL-IP {vip} assigned in {time.monotonic() - t0:.2f}s")
+        info(f"EXTERNAL-IP {vip} assigned {time.monotonic() - t0:.2f}s after the Service was created")
         _show_services(kubeconfig, setup)
         for node, host in hosts.items():
             host.run(["ip", "addr", "add", f"{vip}/32", "dev", "lo"])
@@ -278,27 +303,44 @@ def main() -> int:
                 router.routes(f"{bvip}/32").get(f"{bvip}/32", [])), 60, "the route on the router from every node")
             info(f"EXTERNAL-IP {bvip}; the router learned {bvip}/32 from {len(paths)} nodes "
                  f"{time.monotonic() - t0:.2f}s after the Service was created:")
-            for line in router.birdc("show", "route", f"{bvip}/32").splitlines()[1:]:
-                info(f"{DIM}{line.strip()}{RESET}")
-            info(f"router's kernel route: {router.kernel_route(f'{bvip}/32').strip()}")
-            answers = sorted({a for a in (_curl(client, bvip) for _ in range(12)) if a})
-            info(f"curl http://{bvip}/ (via the router, ECMP over the nodes)  ->  {answers}")
+            info(f"{DIM}$ birdc show route {bvip}/32{RESET}")
+            for line in router.birdc("show", "route", f"{bvip}/32").splitlines()[1:]:  # after "BIRD ... ready."
+                info(f"{DIM}{line.expandtabs()}{RESET}")
+            info(f"{DIM}$ ip route show {bvip}/32   (the router's kernel: one route, a next hop per node){RESET}")
+            for line in router.kernel_route(f"{bvip}/32").rstrip().splitlines():
+                info(f"{DIM}{line.expandtabs()}{RESET}")
+            answers = collections.Counter(a for a in (_curl(client, bvip) for _ in range(12)) if a)
+            info(f"12 x curl http://{bvip}/ through the router, spread over the nodes by ECMP:")
+            for answer, count in sorted(answers.items()):
+                info(f"  {answer!r} x {count}")
 
         step(f"Failover: SIGKILL the speaker of {owner_node}")
         victim = next(p for p in procs if owner_node in " ".join(map(str, p.args)) and "speaker" in str(p.args))
         # Stop answering for the VIP on the dead node too, as a dead node would.
         hosts[owner_node].run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"])
-        t0 = time.monotonic()
+        arp = ArpWatch(lab, client) if shutil.which("tcpdump") else None
+        t0, killed_at = time.monotonic(), time.time()
         victim.send_signal(signal.SIGKILL)
         new = wait(lambda: (lambda a: a if a and owner_node not in a else None)(_curl(client, vip, 0.3)), 20,
                    "another node to answer", interval=0.02)
         gap = time.monotonic() - t0
+        new_node = new.removeprefix("hello from ")
         info(f"curl http://{vip}/  ->  {new!r}  after {gap:.2f}s without an answer")
-        info(f"client's neighbour entry: {_neigh(client, vip)} (moved by the gratuitous ARP)")
+        time.sleep(1.2)  # the new owner repeats its gratuitous ARP twice, 0.5 s apart
+        neigh_mac, new_mac = _neigh_mac(client, vip), hosts[new_node].mac.lower()
+        moved = "now the new owner's MAC" if neigh_mac == new_mac else f"not {new_node}'s MAC {new_mac}"
+        info(f"client's neighbour entry: {_neigh(client, vip)}: {moved}")
+        if arp is not None:
+            info(_arp_story(arp.stop(), vip, new_mac, client.mac, killed_at, neigh_mac))
+        wait(lambda: _reported(rest, setup.app_ns, "hello", new_node, killed_at), 10,
+             f"{new_node}'s nodeAssigned Event for the takeover")
         _show_services(kubeconfig, setup)
         step(f"Done in {time.monotonic() - started:.0f}s")
+        ok = True
         return 0
     finally:
+        if not ok and tmp is not None:
+            _show_log_tails(tmp)
         step("Tearing down")
         for p in reversed(procs):
             if p.poll() is None:
@@ -316,7 +358,9 @@ def main() -> int:
             for resource, ns, name in reversed(created):
                 with contextlib.suppress(ApiError):
                     rest.request("DELETE", path_for("v1", resource, ns, name))
-        info("namespaces, processes and the API server are gone")
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        info(f"namespaces, processes, the API server and {tmp} are gone")
 
 
 def _relay_kubeconfig(kubeconfig: str, out: Path) -> tuple[tuple[str, int], str]:
@@ -380,9 +424,98 @@ def _show_services(kubeconfig: str, setup: Setup) -> None:
         info(line)
 
 
+def _ready(proc: subprocess.Popen[bytes], port: int) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"the controller exited with status {proc.returncode}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _reported(rest: Any, ns: str, name: str, node: str, since: float) -> bool:
+    """Whether ``node``'s speaker has reported (nodeAssigned Event on the Service) a takeover since ``since``."""
+    events = rest.get(path_for("v1", "events", ns), fieldSelector=f"involvedObject.name={name},reason=nodeAssigned")
+    return any((e.get("source") or {}).get("host") == node and (parse_time(e.get("lastTimestamp")) or 0) >= int(since)
+               for e in events.get("items") or [])
+
+
+class ArpWatch:
+    """tcpdump on the client's interface: the ARP frames it receives, with their times (epoch seconds)."""
+
+    def __init__(self, lab: Lab, client: Host) -> None:
+        self.lines: list[str] = []
+        self.proc = lab.popen(client, ["tcpdump", "-i", "eth0", "-n", "-e", "-l", "-tt", "-Q", "in", "arp"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        time.sleep(0.5)  # tcpdump needs a moment before it captures
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").strip())
+
+    def stop(self) -> list[tuple[float, str, str, str]]:
+        """(time, source MAC, destination MAC, the ARP text) of every frame seen."""
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._reader.join(5)
+        frames = []
+        for line in self.lines:
+            head, _, arp = line.partition(": ")
+            parts = head.replace(",", "").split()
+            try:
+                frames.append((float(parts[0]), parts[1].lower(), parts[3].lower(), arp))
+            except (IndexError, ValueError):
+                continue
+        return frames
+
+
+def _arp_story(frames: list[tuple[float, str, str, str]], vip: str, new_mac: str, client_mac: str, killed_at: float,
+               neigh_mac: str | None) -> str:
+    """What the client's captured ARP traffic says about how its neighbour entry moved, checked, not assumed."""
+    gratuitous = [t for t, src, dst, arp in frames
+                  if src == new_mac.lower() and dst == "ff:ff:ff:ff:ff:ff" and vip in arp and t >= killed_at]
+    answers = [t for t, src, dst, arp in frames
+               if src == new_mac.lower() and dst == client_mac.lower() and f"Reply {vip}" in arp and t >= killed_at]
+    if not gratuitous:
+        return "the client saw no gratuitous ARP from the new owner" + (
+            f" (it re-resolved {vip} itself: {len(answers)} answer(s))" if answers else "")
+    first = gratuitous[0]
+    said = (f"the client saw {len(gratuitous)} gratuitous ARP(s) for {vip} from the new owner, the first "
+            f"{first - killed_at:.2f}s after the kill")
+    if neigh_mac == new_mac and not [t for t in answers if t < first]:
+        said += "; its neighbour entry moved on that, before any answer to a request of its own"
+    elif answers:
+        said += f"; it also asked for {vip} itself and got {len(answers)} answer(s)"
+    return said
+
+
+def _show_log_tails(tmp: Path) -> None:
+    """The last lines of each program's log, before the directory goes: the demo failed."""
+    for log_file in sorted(tmp.glob("*.log")):
+        lines = log_file.read_text(errors="replace").splitlines()[-15:]
+        if lines:
+            info(f"{DIM}--- last lines of {log_file.name}{RESET}")
+            for line in lines:
+                info(f"{DIM}{line}{RESET}")
+
+
 def _curl(client: Host, vip: str, timeout: float = 1.0) -> str | None:
     res = client.run(["curl", "-s", "--max-time", str(timeout), f"http://{vip}/"], check=False)
     return res.stdout.strip() or None
+
+
+def _neigh_mac(client: Host, vip: str) -> str | None:
+    out = client.run(["ip", "-j", "neigh", "show", vip], check=False).stdout
+    try:
+        entries = json.loads(out or "[]")
+    except ValueError:
+        return None
+    return str(entries[0].get("lladdr", "")).lower() or None if entries else None
 
 
 def _neigh(client: Host, vip: str) -> str:
@@ -395,7 +528,14 @@ def _neigh(client: Host, vip: str) -> str:
 
 
 if __name__ == "__main__":
+    from lbspeaker.cmdline import error_message
+
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        message = error_message(exc)
+        if message is None:
+            raise
+        sys.exit(f"demo: {message}")

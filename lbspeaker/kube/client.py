@@ -1,4 +1,9 @@
-"""Building a Kubernetes API client: an explicit kubeconfig, $KUBECONFIG, in-cluster, or ~/.kube/config."""
+"""Building a Kubernetes API client: an explicit kubeconfig, $KUBECONFIG, in-cluster, or ~/.kube/config.
+
+Every way this can fail (no configuration anywhere, a file that does not exist or cannot be read, a
+file the Kubernetes client cannot use) raises ``KubeconfigError`` with one line naming the file, so
+commands can print it as it is.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,12 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 log = logging.getLogger(__name__)
+
+DEFAULT_KUBECONFIG = "~/.kube/config"
+
+
+class KubeconfigError(Exception):
+    """No usable Kubernetes configuration; the message names the file (or the sources tried)."""
 
 
 def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 16) -> client.ApiClient:
@@ -21,26 +32,43 @@ def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 16) -> cl
     pooled connection or watch is noticed by the kernel.
     """
     cfg = client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path:
-        config.load_kube_config(config_file=path.split(os.pathsep)[0], client_configuration=cfg)
-        source = path
+    env = os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        source = _load_file(kubeconfig, kubeconfig, cfg)
+    elif env:
+        first = env.split(os.pathsep)[0]
+        source = _load_file(first, f"{first} (from $KUBECONFIG)", cfg)
     else:
         try:
             config.load_incluster_config(client_configuration=cfg)
             source = "in-cluster service account"
         except ConfigException:
-            default = os.path.expanduser("~/.kube/config")
+            default = os.path.expanduser(DEFAULT_KUBECONFIG)
             if not os.path.exists(default):
-                raise ConfigException(
-                    "no Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, run in a pod, "
-                    "or create ~/.kube/config"
+                raise KubeconfigError(
+                    f"no Kubernetes configuration: not running in a pod, $KUBECONFIG is not set and {default} "
+                    "does not exist; pass --kubeconfig PATH"
                 ) from None
-            config.load_kube_config(config_file=default, client_configuration=cfg)
-            source = default
+            source = _load_file(default, default, cfg)
     cfg.connection_pool_maxsize = pool_size
     cfg.retries = False
     cfg.client_go_retries = False
     cfg.keep_alive = True
     log.info("Kubernetes API at %s (config from %s)", cfg.host, source)
     return client.ApiClient(configuration=cfg)
+
+
+def _load_file(path: str, named: str, cfg: client.Configuration) -> str:
+    """Load kubeconfig ``path`` into ``cfg``; ``named`` is how messages name it."""
+    if not os.path.exists(path):
+        raise KubeconfigError(f"kubeconfig {named}: the file does not exist")
+    if not os.path.isfile(path):
+        raise KubeconfigError(f"kubeconfig {named}: not a file")
+    try:
+        config.load_kube_config(config_file=path, client_configuration=cfg)
+    except OSError as exc:
+        raise KubeconfigError(f"kubeconfig {named}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # ConfigException, a YAML error, a malformed entry: the file is not usable
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise KubeconfigError(f"kubeconfig {named}: {text[:300] or type(exc).__name__}") from exc
+    return path

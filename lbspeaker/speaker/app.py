@@ -33,6 +33,7 @@ from typing import Any
 
 from lbspeaker.config import Config
 from lbspeaker.config.cluster import config_sources, load_config
+from lbspeaker.hostport import format_hostport
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer, object_key
 from lbspeaker.kube.rest import JSON, Rest, path_for
@@ -61,7 +62,6 @@ from lbspeaker.speaker.lease import (
     LeaseKeeper,
     Link,
     SpeakerLease,
-    format_hostport,
     format_subnets,
     lease_name,
     node_of,

@@ -407,7 +407,14 @@ def plan(config: Config | None, services: Sequence[ServiceView], nodes: Mapping[
             assert decision is not None
             out.l2[ip] = decision
         else:
-            out.bgp[ip] = Decision(ip, rec.pool, rec.protocol, rec.services, frozenset(), None)
+            # BGP: every live node the pool selects and the endpoints allow announces it (no owner).
+            pool = next(p for p in config.address_pools if p.name == rec.pool) if config is not None else None
+            eligible: frozenset[str] = frozenset()
+            if pool is not None:
+                allowed = election._allowed(rec)
+                eligible = election._selected_by(pool) & election.alive
+                eligible = eligible if allowed is None else eligible & allowed
+            out.bgp[ip] = Decision(ip, rec.pool, rec.protocol, rec.services, eligible, None)
     return out
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lbspeaker.hostport import HostPortError, parse_peer
 from lbspeaker.kube.rest import ApiError, Rest, path_for
 from lbspeaker.kube.timefmt import now_micro, parse_time
 
@@ -88,27 +89,14 @@ def node_of(lease: Mapping[str, Any]) -> str | None:
     return name[len(LEASE_PREFIX):] if name.startswith(LEASE_PREFIX) and len(name) > len(LEASE_PREFIX) else None
 
 
-def parse_hostport(text: str | None) -> tuple[str, int] | None:
-    """``192.0.2.1:7946`` or ``[2001:db8::1]:7946`` (IP literals only); None if invalid."""
+def peer_address(text: str | None) -> tuple[str, int] | None:
+    """A published ``host:port`` (IP literals only), or None when it is missing or malformed."""
     if not text:
         return None
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not port_text.isdigit():
-        return None
-    bracketed = host.startswith("[") and host.endswith("]")
-    host = host[1:-1] if bracketed else host
     try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
+        return parse_peer(text)
+    except HostPortError:
         return None
-    port = int(port_text)
-    if addr.version != (6 if bracketed else 4) or not 0 < port < 65536:
-        return None
-    return str(addr), port
-
-
-def format_hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -170,7 +158,7 @@ def speaker_lease(obj: Mapping[str, Any]) -> SpeakerLease | None:
         holder=str(holder) if holder else None,
         renew_time=parse_time(renew) if isinstance(renew, str) else None,
         duration=duration,
-        heartbeat_addr=parse_hostport(str(ann.get(HEARTBEAT_ANNOTATION) or "") or None),
+        heartbeat_addr=peer_address(str(ann.get(HEARTBEAT_ANNOTATION) or "") or None),
         boot=_int(ann.get(BOOT_ANNOTATION)),
         version=version,
         serving=len(state) == 2 and state[1] == "serving",

@@ -9,6 +9,8 @@ import re
 import signal
 import threading
 
+from lbspeaker.cmdline import LOG_LEVEL_HELP, add_cluster_arguments, listen_address, log_level
+from lbspeaker.hostport import parse_listen
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.rest import Rest
@@ -24,21 +26,20 @@ log = logging.getLogger("lbspeaker.speaker")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default: $NODE_NAME)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    p.add_argument("--namespace", default=os.environ.get("LBSPEAKER_NAMESPACE", "lbspeaker-system"),
-                   help="namespace of the configuration, the speaker Leases and the memberlist Secret")
-    p.add_argument("--config-name", default="config", help="name of the main configuration ConfigMap")
-    p.add_argument("--interfaces", default=None, help="regex of interface names to announce on (whole name)")
-    p.add_argument("--metrics-addr", default=":7472", help="listen address for /metrics, /healthz, /readyz")
-    p.add_argument("--heartbeat-addr", default=":7946",
-                   help="UDP listen address for heartbeats; peers reach us at our InternalIP and this port")
-    p.add_argument("--lb-class", default=None,
-                   help="handle only Services with this spec.loadBalancerClass (default: only Services without one)")
+    add_cluster_arguments(p, namespace_holds="the configuration, the speaker Leases and the memberlist Secret",
+                          lb_class_does="handle only")
+    p.add_argument("--interfaces", default=None,
+                   help="regex of interface names to announce on, whole name (default: every up interface that "
+                        "can broadcast; virtual ones without addresses are left out)")
+    p.add_argument("--metrics-addr", default=":7472", type=listen_address,
+                   help="listen address for /metrics, /healthz, /readyz")
+    p.add_argument("--heartbeat-addr", default=":7946", type=listen_address,
+                   help="UDP listen address for membership; peers reach us at our InternalIP and this port")
     p.add_argument("--bgp-workdir", default=os.environ.get("LBSPEAKER_WORKDIR") or "/run/lbspeaker",
                    help="directory for ExaBGP's config and sockets, created if missing "
                         "(default: $LBSPEAKER_WORKDIR or /run/lbspeaker)")
-    p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"),
-                   help="log level: debug, info, warning or error (default: $LBSPEAKER_LOG_LEVEL or info)")
+    p.add_argument("--log-level", default=os.environ.get("LBSPEAKER_LOG_LEVEL", "info"), type=log_level,
+                   help=f"{LOG_LEVEL_HELP} (default: $LBSPEAKER_LOG_LEVEL or info)")
     t = Timing()
     p.add_argument("--heartbeat-interval", type=_seconds, default=t.interval, metavar="SECONDS",
                    help="membership: one datagram to each of (up to four) neighbours this often; a node's "
@@ -63,26 +64,14 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``:7946`` -> ("", 7946) (any address), ``192.0.2.1:7946``, ``[2001:db8::1]:7946``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One line per API request would drown what the speaker decides.
-    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
+    # urllib3's per-request lines and retry warnings would drown what the speaker decides.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if args.log_level == "debug" else logging.ERROR)
     if not args.node_name:
         log.error("no node name: pass --node-name or set $NODE_NAME")
         return 2
-    try:
-        heartbeat_bind = parse_listen(args.heartbeat_addr)
-    except ValueError as exc:
-        log.error("--heartbeat-addr: %s", exc)
-        return 2
+    heartbeat_bind = parse_listen(args.heartbeat_addr)  # checked by argparse already
     if args.interfaces is not None:
         try:
             re.compile(args.interfaces)

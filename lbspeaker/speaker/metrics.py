@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ class SpeakerCollector(Collector):
            ("responses_sent", "ARP replies and neighbour advertisements sent"),
            ("gratuitous_sent", "Gratuitous ARPs and unsolicited neighbour advertisements sent"),
            ("duplicates_seen", "Frames from another MAC claiming an IP this node announces"),
-           ("malformed_frames", "Malformed frames dropped by the responder"))
+           ("malformed_frames", "Malformed frames dropped by the responder"),
+           ("reannouncements", "Announcements repeated because another MAC claimed an IP this node announces"))
 
     def __init__(self, stats: Callable[[], Mapping[str, Mapping[str, object]]]) -> None:
         self._stats = stats
@@ -49,7 +50,19 @@ class SpeakerCollector(Collector):
         for name in ("sent", "received"):
             value = hb.get(name)
             if isinstance(value, int):
-                yield CounterMetricFamily(f"lbspeaker_speaker_heartbeats_{name}", f"Heartbeats {name}", value=value)
+                yield CounterMetricFamily(f"lbspeaker_speaker_heartbeats_{name}", f"Membership datagrams {name}",
+                                          value=value)
+        for name, doc in (("votes", "Votes this node cast against a silent neighbour"),
+                          ("fences", "Times this node stopped answering because too few neighbours heard it"),
+                          ("refutes", "Times this node answered a vote against it with a new state version")):
+            value = hb.get(name)
+            if isinstance(value, int):
+                yield CounterMetricFamily(f"lbspeaker_speaker_membership_{name}", doc, value=value)
+        for name, doc in (("neighbours", "Members this node exchanges datagrams with"),
+                          ("members", "Layer2 members (eligible speakers with a Lease)")):
+            value = hb.get(name)
+            if isinstance(value, int):
+                yield GaugeMetricFamily(f"lbspeaker_speaker_membership_{name}", doc, value=value)
         rejected = CounterMetricFamily("lbspeaker_speaker_heartbeats_rejected",
                                        "Heartbeats rejected, by reason", labels=["reason"])
         reasons = hb.get("rejected")

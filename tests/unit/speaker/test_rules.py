@@ -218,13 +218,11 @@ def test_speaker_lease_view_and_node_of() -> None:
     assert left is not None and left.left and left.holder is None
 
 
-def test_hostport() -> None:
-    assert lease.parse_hostport("192.0.2.1:7946") == ("192.0.2.1", 7946)
-    assert lease.parse_hostport("[2001:db8::1]:7946") == ("2001:db8::1", 7946)
+def test_published_peer_addresses() -> None:
+    assert lease.peer_address("192.0.2.1:7946") == ("192.0.2.1", 7946)
+    assert lease.peer_address("[2001:db8::1]:7946") == ("2001:db8::1", 7946)
     for bad in ("2001:db8::1:7946", "[192.0.2.1]:1", "host:1", "192.0.2.1:0", "192.0.2.1:70000", "", None):
-        assert lease.parse_hostport(bad) is None
-    assert lease.format_hostport("2001:db8::1", 5) == "[2001:db8::1]:5"
-
+        assert lease.peer_address(bad) is None
 
 def test_decode_key_never_echoes_the_key() -> None:
     key = b"k" * 32
