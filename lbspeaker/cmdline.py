@@ -151,11 +151,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def _server_url(exc: BaseException) -> str | None:
     for link in _chain(exc):
-        pool: Any = getattr(link, "pool", None)
+        # urllib3 2 without retries raises NewConnectionError, whose deprecated ``pool`` is its ``conn``.
+        pool: Any = getattr(link, "conn", None) if "conn" in getattr(link, "__dict__", {}) else None
+        pool = pool if pool is not None else link.__dict__.get("pool") if hasattr(link, "__dict__") else None
         if pool is not None and getattr(pool, "host", None):
             host = str(pool.host)
             host = f"[{host}]" if ":" in host else host
-            return f"{pool.scheme}://{host}:{pool.port}"
+            # A pool has a scheme; a bare connection (urllib3 2 without retries) only its class says it.
+            scheme = getattr(pool, "scheme", None) or ("https" if "HTTPS" in type(pool).__name__ else "http")
+            return f"{scheme}://{host}:{pool.port}"
     return None
 
 

@@ -52,9 +52,12 @@ class L2Announcer:
         reclaim_delay: float = 0.1,
         reclaim_burst: int = 3,
         reclaim_interval: float = 1.0,
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         """``repeats``/``interval``: announcement rounds after the first; ``on_duplicate`` is called at most
-        once per ``duplicate_interval`` per (IP, interface); ``reclaim_*``: see ``lbspeaker.l2.reclaim``."""
+        once per ``duplicate_interval`` per (IP, interface); ``reclaim_*``: see ``lbspeaker.l2.reclaim``;
+        ``guard()``: while False, no reply and no announcement leaves (see ``Responder``)."""
+        self._guard = guard
         self._regex = interfaces_regex
         self._listeners: list[InterfacesCallback] = [on_interfaces_changed] if on_interfaces_changed else []
         self._lock = threading.RLock()
@@ -62,7 +65,7 @@ class L2Announcer:
         self._reclaim_lock = threading.Lock()
         self._reclaim: Reclaim[Pair] = Reclaim(reclaim_delay, reclaim_burst, reclaim_interval)
         self._reannouncements = 0
-        self._responder = Responder(on_duplicate, duplicate_interval, on_claim=self._claimed)
+        self._responder = Responder(on_duplicate, duplicate_interval, on_claim=self._claimed, guard=guard)
         self._announcer: Announcer[Pair] = Announcer(self._fire, repeats=repeats, interval=interval)
         self._watcher = InterfaceWatcher(self._interfaces_changed)
         self._interfaces: dict[str, Interface] = {}
@@ -164,6 +167,8 @@ class L2Announcer:
 
     def _fire(self, batch: Sequence[Pair]) -> None:
         """One announcement round; pairs lost since they were queued are skipped."""
+        if self._guard is not None and not self._guard():
+            return
         with self._reclaim_lock:
             if self._reclaim.tracked():
                 self._reclaim.sent(batch, time.monotonic())

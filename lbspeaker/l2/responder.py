@@ -188,8 +188,14 @@ class Responder:
         on_duplicate: DuplicateCallback | None = None,
         duplicate_interval: float = 10.0,
         on_claim: ClaimCallback | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> None:
-        """``on_duplicate`` is called at most once per ``duplicate_interval`` per (IP, interface)."""
+        """``on_duplicate`` is called at most once per ``duplicate_interval`` per (IP, interface).
+
+        ``guard()``, when given, is asked before every reply: while it says False nothing is answered
+        (membership's last safe instant has passed, even if the thread that would withdraw us stalled).
+        """
+        self._guard = guard
         self._on_duplicate = on_duplicate
         self._on_claim = on_claim
         self._duplicate_interval = duplicate_interval
@@ -212,6 +218,7 @@ class Responder:
         self.malformed = 0
         self.duplicates = 0
         self.errors = 0
+        self.withheld = 0
 
     # --- control ---------------------------------------------------------------------------------
 
@@ -295,6 +302,7 @@ class Responder:
             "malformed_frames": self.malformed,
             "duplicates_seen": self.duplicates,
             "errors": self.errors,
+            "answers_withheld": self.withheld,
         }
 
     # --- socket bookkeeping (under self._lock) -------------------------------------------------------
@@ -400,7 +408,9 @@ class Responder:
         verdict = decide(parsed, port.mac, owned, self._local_macs)
         if verdict.is_request:
             self.requests += 1
-        if verdict.reply is not None:
+        if verdict.reply is not None and self._guard is not None and not self._guard():
+            self.withheld += 1
+        elif verdict.reply is not None:
             try:
                 sock.send(verdict.reply)
                 self.responses += 1

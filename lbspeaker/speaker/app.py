@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -101,6 +102,15 @@ def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
     return key, "ok"
 
 
+def _check_raw_sockets() -> None:
+    """Fail at start, not later and silently: answering ARP/NDP needs packet sockets (CAP_NET_RAW)."""
+    try:
+        probe = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    except PermissionError as exc:
+        raise RuntimeError(f"cannot open a packet socket ({exc}): the speaker needs CAP_NET_RAW") from None
+    probe.close()
+
+
 class Speaker:
     """Everything a node's speaker runs, minus the process plumbing (see ``speaker.main``)."""
 
@@ -135,7 +145,7 @@ class Speaker:
         self._observed: dict[str, tuple[str, float]] = {}  # node -> (Lease resourceVersion, first seen)
 
         self.announcer = announcer or L2Announcer(s.interfaces_regex, on_duplicate=self._on_duplicate,
-                                                  on_interfaces_changed=self._on_interfaces)
+                                                  on_interfaces_changed=self._on_interfaces, guard=self._guard)
         self.layer2 = Layer2Protocol(node, self.announcer, answering=self._answering, recorder=recorder,
                                      lock=self._announce_lock)
         self.bgp = BgpProtocol(node, bgp, recorder=recorder) if bgp is not None else None
@@ -170,6 +180,7 @@ class Speaker:
     def start(self) -> None:
         """Caches, announcer, our Lease (boot number), membership, then the loop. Blocks until the caches
         have synced (``/readyz`` says what is missing meanwhile)."""
+        _check_raw_sockets()
         for inf in self.informers:
             inf.start()
         self.announcer.start()
@@ -334,6 +345,15 @@ class Speaker:
     def _voted_dead(self, boot: int, version: int) -> None:
         if self.transport is not None:
             self.transport.call(lambda d, now: d.told_dead(boot, version, now))
+
+    def _guard(self) -> bool:
+        """Asked by the responder before each answer: membership's last safe instant has not passed.
+
+        ``valid_until`` is moved forward only by the membership thread; if that thread stalls, answers
+        stop on their own at the instant our neighbours may start voting us dead.
+        """
+        det = self.detector
+        return det is None or self.clock() < det.valid_until
 
     def _answering(self) -> bool:
         if self.detector is None:

@@ -346,8 +346,9 @@ def test_the_readme_development_commands_work_in_their_order(
 
 
 def test_a_bad_metrics_address_of_the_speaker_is_one_line(kubeconfig: str, tmp_path: Path) -> None:
-    # The speaker's flags are its own (speaker/main.py); the metrics server's address reader still gives one line.
+    # Checked while the flags are parsed: a usage error (exit 2) naming the flag, no traceback.
     proc = run_cli("speaker", "--node-name", "n1", "--kubeconfig", kubeconfig, "--metrics-addr", "::1:7472",
                    "--heartbeat-addr", "127.0.0.1:0", "--bgp-workdir", str(tmp_path / "bgp"))
-    line = one_line_error(proc, logs_before=True)
-    assert line == "lbspeaker speaker: '::1:7472': an IPv6 address needs brackets, for example [::1]:7472"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "error: argument --metrics-addr: '::1:7472': an IPv6 address needs brackets, for example [::1]:7472")
