@@ -8,7 +8,7 @@ BOOTSTRAP_PYTHON ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip --disable-pip-version-check
-APT_PACKAGES := iproute2 iputils-arping iputils-ping ndisc6 bird2 tcpdump curl procps nftables
+APT_PACKAGES := iproute2 iputils-arping iputils-ping ndisc6 bird2 tcpdump curl procps nftables shellcheck
 # For `make image` and tests/image: building (buildah, debootstrap), running (podman, runc) and
 # importing (containerd's ctr) the image. Installed without ever removing a package: Docker's
 # containerd.io conflicts with Debian's runc and containerd, and a machine with Docker keeps it (the

@@ -21,7 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/image/engine.sh
 . "$HERE/engine.sh"
 
-KEY=$(cat "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)
+KEY=$(sha256sum <"${BASH_SOURCE[0]}" | cut -c1-12)
 RUNTIME="localhost/lbspeaker-base:${SUITE}-${KEY}"
 BUILD="${RUNTIME}-build"
 
@@ -38,6 +38,7 @@ if [[ ${REFRESH:-0} != 1 ]] && have "$RUNTIME" && have "$BUILD"; then
 fi
 
 # The machine's own Debian sources for SUITE, SUITE-updates and SUITE-security.
+# shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
 sources=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' 2>/dev/null \
   | awk -v s="$SUITE" '$3 == "main" && ($2 == s || $2 == s "-updates" || $2 == s "-security") {print $1, $2}' \
   | sort -u || true)
@@ -81,6 +82,7 @@ import "$ROOT" "$BUILD"
 # The runtime base: no pip wheels, no package lists or caches, no documentation but the copyrights.
 RUN="$WORK/runtime"
 cp -a "$ROOT" "$RUN"
+# shellcheck disable=SC2016  # dpkg-query's own ${Field} placeholder
 venv_pkgs=$(chroot "$RUN" dpkg-query -W -f '${Package}\n' 'python3*-venv' 'python3-pip-whl' 'python3-setuptools-whl')
 # shellcheck disable=SC2086
 chroot "$RUN" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg --purge $venv_pkgs >/dev/null

@@ -14,11 +14,11 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-# shellcheck source=hack/image/engine.sh
-. "$HERE/engine.sh"
 ARCHIVE=${1:-$ROOT/build/lbspeaker-image.tar}
 IMAGE=${IMAGE:-lbspeaker:dev}
 [[ $IMAGE == *:* && $IMAGE != *@* ]] || { echo "build: IMAGE must be NAME:TAG, got $IMAGE" >&2; exit 2; }
+# shellcheck source=hack/image/engine.sh
+. "$HERE/engine.sh"
 
 log() { printf '%s image: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

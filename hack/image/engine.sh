@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the image scripts: buildah and podman with lbspeaker's containers.conf, and a clear error
 # when they are missing. `make deps` installs them (Debian packages buildah, podman, runc).
 HERE=${HERE:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}

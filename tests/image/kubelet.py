@@ -1,7 +1,8 @@
 """What a kubelet would ask of the container runtime, for one container of a deploy/ manifest, as podman flags.
 
 The image tests run the image the way deploy/speaker.yaml and deploy/controller.yaml say, so the flags
-come from the manifests themselves: a changed securityContext, env or volume changes the test run too.
+come from the manifests themselves, as deploy/kustomization.yaml renders them: a changed
+securityContext, env or volume changes the test run too.
 Only the fields the manifests use are translated; anything else raises ``Unsupported`` instead of
 being dropped, so a manifest can never ask for more than the test gives it.
 
@@ -25,10 +26,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
+from tests.unit.deploy.test_manifests import one, render
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 CAPABILITIES = {"NET_RAW": 13, "NET_ADMIN": 12}  # bit numbers, for reading /proc/PID/status
@@ -61,13 +61,10 @@ class Probe:
     port: int
 
 
-def load_workload(path: str | Path) -> dict[str, Any]:
-    """The one Deployment or DaemonSet document of a manifest file."""
-    docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    workloads = [d for d in docs if d.get("kind") in ("Deployment", "DaemonSet")]
-    if len(workloads) != 1:
-        raise Unsupported(f"{path}: expected one Deployment or DaemonSet, found {len(workloads)}")
-    return workloads[0]
+def deployed(kind: str, name: str) -> dict[str, Any]:
+    """The Deployment or DaemonSet ``name`` as ``kubectl apply -k deploy/`` creates it (namespace and
+    image from deploy/kustomization.yaml applied)."""
+    return one(render(), kind, name)
 
 
 def pod_spec(workload: Mapping[str, Any]) -> dict[str, Any]:

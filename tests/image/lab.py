@@ -234,9 +234,8 @@ class ImageLab:
         self.dir.chmod(0o755)
         return sa
 
-    def start(self, manifest: Path, pod_name: str, host: Host, *, host_network: bool) -> Container:
-        """Start the manifest's container as pod ``pod_name`` on ``node1``; ``host`` is the pod's namespace."""
-        workload = kubelet.load_workload(manifest)
+    def start(self, workload: dict[str, Any], pod_name: str, host: Host, *, host_network: bool) -> Container:
+        """Start the workload's container as pod ``pod_name`` on ``node1``; ``host`` is the pod's namespace."""
         namespace = workload["metadata"]["namespace"]
         ctx = kubelet.PodContext(
             pod_name=pod_name, namespace=namespace, node_name=NODE,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +13,14 @@ from lbspeaker_testkit.apiserver import APIServer
 
 from tests.image import archive, kubelet
 
-REPO = Path(__file__).resolve().parents[2]
 CTX = kubelet.PodContext(pod_name="p-1", namespace="lbspeaker-system", node_name="node1",
                          node_netns="/run/netns/n1", host_ip="192.0.2.11", pod_netns="/run/netns/pod",
                          pod_ip="192.0.2.50", service_account_dir="/tmp/sa", api_host="127.0.0.1", api_port=6443)
 
 
 def _load(name: str) -> dict[str, Any]:
-    return kubelet.load_workload(REPO / "deploy" / name)
+    return kubelet.deployed(*{"speaker.yaml": ("DaemonSet", "speaker"),
+                              "controller.yaml": ("Deployment", "controller")}[name])
 
 
 def _pairs(args: list[str], flag: str) -> list[str]:

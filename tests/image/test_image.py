@@ -16,12 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.image import archive
+from tests.image import archive, kubelet
 from tests.image.conftest import BuiltImage
 
-REPO = Path(__file__).resolve().parents[2]
 SITE = "opt/lbspeaker/lib/python3.11/site-packages"
 MAX_UNPACKED = 250_000_000
 
@@ -32,14 +30,11 @@ def contents(image: BuiltImage) -> archive.ArchiveImage:
 
 
 def _deployed_image() -> str:
-    """The image reference deploy/ applies: the manifests' image with kustomization.yaml's override."""
-    kustomization = yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text())
-    (override,) = [i for i in kustomization["images"] if i["name"] == "lbspeaker"]
-    for manifest in ("speaker.yaml", "controller.yaml"):
-        docs = [d for d in yaml.safe_load_all((REPO / "deploy" / manifest).read_text()) if d]
-        (workload,) = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
-        assert [c["image"].split(":")[0] for c in workload["spec"]["template"]["spec"]["containers"]] == ["lbspeaker"]
-    return f"{override.get('newName', 'lbspeaker')}:{override['newTag']}"
+    """The image reference deploy/ runs, kustomization.yaml's images: override applied; one for both."""
+    images = {kubelet.only_container(kubelet.pod_spec(kubelet.deployed(kind, name)))["image"]
+              for kind, name in (("DaemonSet", "speaker"), ("Deployment", "controller"))}
+    assert len(images) == 1, images
+    return images.pop()
 
 
 def test_archive_names_the_image_deploy_runs(contents: archive.ArchiveImage) -> None:

@@ -16,7 +16,6 @@ import base64
 import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
@@ -27,7 +26,6 @@ from tests.image import kubelet
 from tests.image.conftest import BuiltImage
 from tests.image.lab import NODE, NODE_IP, ROUTER_IP, Container, ImageLab, podman
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "lbspeaker-system"
 APPS = "img-apps"
 ROUTER_ASN = 64501
@@ -97,9 +95,10 @@ def running(image: BuiltImage) -> Iterator[Running]:
         router = BirdRouter(lab.lab, lab.router, lab.dir / "bird", render_bird_config(ROUTER_IP, ROUTER_ASN, [
             BirdNeighbor(name=NODE, address=NODE_IP, asn=NODE_ASN, local_address=ROUTER_IP, password=PASSWORD)]))
         try:
-            controller = lab.start(REPO / "deploy" / "controller.yaml", "controller-7d9c5-x2x4q", lab.pod,
+            controller = lab.start(kubelet.deployed("Deployment", "controller"), "controller-7d9c5-x2x4q", lab.pod,
                                    host_network=False)
-            speaker = lab.start(REPO / "deploy" / "speaker.yaml", "speaker-k7m2p", lab.node, host_network=True)
+            speaker = lab.start(kubelet.deployed("DaemonSet", "speaker"), "speaker-k7m2p", lab.node,
+                                host_network=True)
             for container in (controller, speaker):
                 try:
                     wait_for(lambda c=container: c.probe("readiness")[0] == 200 or not c.running(), timeout=90,
