@@ -8,7 +8,8 @@
 #                                             (ensurepip, so that the build stage can make a venv)
 #
 # KEY is a hash of this script: while it is unchanged the two images in containers-storage are reused
-# (a fresh machine pays ~1 min of debootstrap once; later runs nothing). Prints "BASE BUILD_BASE".
+# (a fresh machine pays 2-3 min of debootstrap and updates once; later runs nothing). Prints
+# "BASE BUILD_BASE".
 # The Debian mirror is the one this machine's apt uses (apt-get indextargets); MIRROR overrides it.
 #
 #   hack/image/base.sh            # SUITE=bookworm (Python 3.11, the version the project is tested on)
@@ -92,5 +93,8 @@ rm -rf "$RUN"/var/lib/apt/lists/* "$RUN"/var/cache/apt/* "$RUN"/var/cache/debcon
 find "$RUN/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
 find "$RUN/usr/share/doc" -mindepth 1 -type d -empty -delete
 import "$RUN" "$RUNTIME"
+# Bases of other versions of this script, a day old (a checkout still using one has had its build):
+podman images --format '{{.Repository}}:{{.Tag}}' --filter reference=localhost/lbspeaker-base --filter until=24h \
+  | grep -v -e "^$RUNTIME\$" -e "^$BUILD\$" | xargs -r podman rmi >/dev/null 2>&1 || true
 log "bases: $RUNTIME ($(podman image inspect --format '{{.Size}}' "$RUNTIME") bytes), $BUILD"
 echo "$RUNTIME $BUILD"

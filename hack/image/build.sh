@@ -8,8 +8,9 @@
 # Environment: IMAGE, the name:tag inside the archive (default lbspeaker:dev, which containerd stores
 # as docker.io/library/lbspeaker:dev, the name deploy/'s `image: lbspeaker:dev` resolves to);
 # BASE and BUILD_BASE to build on other bases (default: hack/image/base.sh's); IIDFILE, a file to
-# write the image id to. Intermediate layers are cached in containers-storage, so an unchanged
-# pyproject.toml reuses the installed dependencies. Prints the image's unpacked size.
+# write the image id to; LOCAL_TAG, the image's name in containers-storage (default localhost/IMAGE). Intermediate layers are cached in containers-storage, so an unchanged
+# pyproject.toml reuses the installed dependencies (untagged images are pruned after a day). Prints
+# the image's unpacked size.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,7 +44,7 @@ if [[ -s /etc/ssl/certs/ca-certificates.crt ]]; then
           --volume "$tmp/pip.conf:/etc/pip.conf:ro")
 fi
 log "building $IMAGE from $ROOT/Dockerfile"
-buildah build --quiet --layers --pull=never --network host \
+buildah build --quiet --layers --force-rm --pull=never --network host \
   --build-arg "BASE=$BASE" --build-arg "BUILD_BASE=$BUILD_BASE" \
   "${mounts[@]}" --iidfile "$iid" -f "$ROOT/Dockerfile" "$ROOT" >&2
 id=$(cat "$iid")
@@ -54,6 +55,12 @@ t2=$SECONDS
 rm -f "$ARCHIVE"
 buildah push --quiet "$id" "docker-archive:$ARCHIVE:$IMAGE" >&2
 log "wrote $ARCHIVE ($(du -m "$ARCHIVE" | cut -f1) MB) in $((SECONDS - t2)) s"
+
+# The result keeps a tag in containers-storage (LOCAL_TAG, default localhost/IMAGE; `podman run` it),
+# so that the prune below cannot take it. Builds leave untagged images behind (earlier results,
+# cached steps): those a day old go, so the store stays bounded while today's cache is kept.
+podman tag "$id" "${LOCAL_TAG:-localhost/$IMAGE}"
+podman image prune --force --filter until=24h >/dev/null 2>&1 || true
 
 size=$(podman image inspect --format '{{.Size}}' "$id")
 base_size=$(podman image inspect --format '{{.Size}}' "$BASE")

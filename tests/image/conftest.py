@@ -72,9 +72,11 @@ _BUILT: list[BuiltImage] = []
 def image() -> Iterator[BuiltImage]:
     out = Path(tempfile.mkdtemp(prefix="lbs-image-"))
     iidfile = out / "iid"
+    # Our own name for the result while the tests use it (build.sh's prune spares tagged images).
+    tag = f"localhost/lbspeaker-test:{out.name.rsplit('-', 1)[-1].lower()}"
     start = time.monotonic()
     proc = subprocess.run([str(BUILD), str(out / "lbspeaker-image.tar")], capture_output=True, text=True,
-                          timeout=1500, env={**os.environ, "IIDFILE": str(iidfile)}, check=False)
+                          timeout=1500, env={**os.environ, "IIDFILE": str(iidfile), "LOCAL_TAG": tag}, check=False)
     log = proc.stderr + proc.stdout
     if proc.returncode != 0:
         shutil.rmtree(out, ignore_errors=True)
@@ -84,6 +86,8 @@ def image() -> Iterator[BuiltImage]:
     try:
         yield built
     finally:
+        subprocess.run(["podman", "untag", built.id, tag], capture_output=True, timeout=60, check=False,
+                       env={**os.environ, "CONTAINERS_CONF": str(REPO / "hack" / "image" / "containers.conf")})
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -185,12 +185,18 @@ class Container:
             fields[key] = value.strip()
         return fields
 
-    def root_mount_options(self) -> set[str]:
+    def mounts(self) -> dict[str, set[str]]:
+        """The container's mount points and their options, from /proc/PID/mountinfo."""
+        out = {}
         for line in Path(f"/proc/{self.pid()}/mountinfo").read_text().splitlines():
             parts = line.split()
-            if parts[4] == "/":
-                return set(parts[5].split(","))
-        raise AssertionError("no root mount in the container's mountinfo")
+            out[parts[4]] = set(parts[5].split(","))
+        return out
+
+    def writable_paths(self) -> set[str]:
+        """Where the container may write, the kernel's own filesystems (/dev, /proc, /sys) aside."""
+        return {p for p, opts in self.mounts().items()
+                if "rw" in opts and not p.startswith(("/dev", "/proc", "/sys"))}
 
 
 class ImageLab:

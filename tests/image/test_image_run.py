@@ -119,7 +119,10 @@ def _assert_runs_as(container: Container, uid: int, gid: int, caps: int) -> None
     assert int(status["CapAmb"], 16) == 0 and int(status["CapInh"], 16) == 0
     assert status["NoNewPrivs"] == "1", "allowPrivilegeEscalation: false sets no_new_privs"
     assert status["Seccomp"] == "2", "the runtime's default seccomp filter is on"
-    assert "ro" in container.root_mount_options(), "readOnlyRootFilesystem: the root is mounted read-only"
+    assert "ro" in container.mounts()["/"], "readOnlyRootFilesystem: the root is mounted read-only"
+    volumes = {m["mountPath"] for m in kubelet.only_container(kubelet.pod_spec(container.workload))
+               .get("volumeMounts") or []}
+    assert container.writable_paths() == volumes, "writable: the emptyDir volumes and nothing else"
 
 
 def test_controller_runs_as_the_deployment_says(running: Running) -> None:
