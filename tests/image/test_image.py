@@ -22,6 +22,7 @@ from tests.image.conftest import BuiltImage
 
 SITE = "opt/lbspeaker/lib/python3.11/site-packages"
 MAX_UNPACKED = 250_000_000
+pytestmark = pytest.mark.timeout(1500)  # the first test pays for the image build (see conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ afterwards, also on failure).
 from __future__ import annotations
 
 import base64
-import os
 import secrets
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -49,8 +49,7 @@ peers:
 
 pytestmark = [
     pytest.mark.skipif(bird_available() is not None, reason=bird_available() or ""),
-    pytest.mark.skipif(any(not os.path.exists(f"/usr/bin/{t}") for t in ("arping",)),
-                       reason="needs arping (iputils-arping)"),
+    pytest.mark.skipif(shutil.which("arping") is None, reason="needs arping (iputils-arping)"),
     pytest.mark.timeout(1500),  # the first test pays for the image build (see conftest.py)
 ]
 
