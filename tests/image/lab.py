@@ -2,9 +2,10 @@
 TLS with a service account token, a node namespace, a pod namespace, a client and a BIRD router.
 
 Containers reach the API server the in-cluster way: ``KUBERNETES_SERVICE_HOST``/``PORT`` name
-``127.0.0.1:6443`` in their own network namespace, where a ``TlsFront`` terminates TLS with a
-certificate of a throw-away CA (the ``ca.crt`` of the mounted service account directory) and relays
-to the API test server in the root namespace, which requires the service account's bearer token.
+``127.0.0.1:6443`` in their own network namespace, which ``Lab.forward_loopback`` relays to a
+``TlsFront`` in the root namespace; it terminates TLS with a certificate of a throw-away CA (the
+``ca.crt`` of the mounted service account directory) and relays to the API test server, which
+requires the service account's bearer token.
 
 Addresses (lab switch 192.0.2.0/24): router .1, node ``node1`` .11, the controller pod .50, client
 .100. Everything (containers, relays, namespaces, files) is removed by ``close``, also on failure.
@@ -59,36 +60,22 @@ def make_ca(directory: Path) -> tuple[Path, Path]:
 
 
 class TlsFront:
-    """TLS on ``127.0.0.1:port`` inside namespace ``netns``, relayed as plain TCP to ``target`` (root namespace)."""
+    """A TLS server on 127.0.0.1 (root namespace) relaying each connection as plain TCP to ``target``.
 
-    def __init__(self, netns: str, port: int, target: tuple[str, int], cert: Path, key: Path) -> None:
+    Pods reach it through ``Lab.forward_loopback``, which carries the TLS bytes untouched from their
+    namespace's 127.0.0.1:6443, so TLS runs end to end between the pod's client and this server.
+    """
+
+    def __init__(self, target: tuple[str, int], cert: Path, key: Path) -> None:
         self._target = target
         self._ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ctx.load_cert_chain(cert, key)
-        made: list[socket.socket] = []
-        errors: list[BaseException] = []
-
-        def listen() -> None:
-            try:
-                with in_netns(netns):
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind(("127.0.0.1", port))
-                    sock.listen(64)
-                    made.append(sock)
-            except BaseException as exc:  # raised in the caller's thread below
-                errors.append(exc)
-
-        maker = threading.Thread(target=listen)
-        maker.start()
-        maker.join()
-        if errors:
-            raise errors[0]
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"tls-{netns}", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tls-front", daemon=True)
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, sock=made[0], ssl=self._ctx), self._loop).result(10)
+            asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._ctx), self._loop).result(10)
+        self.port: int = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -210,7 +197,7 @@ class ImageLab:
         self.api = APIServer(host="127.0.0.1", port=0, token=self.token)
         self.api.start()
         self.lab: Lab | None = None
-        self.fronts: list[TlsFront] = []
+        self.front: TlsFront | None = None
         self.containers: list[Container] = []
         try:
             self.cluster = Cluster(str(self.api.write_kubeconfig(self.dir / "kubeconfig")))
@@ -220,9 +207,9 @@ class ImageLab:
             self.node = self.lab.add_host("n1", ipv4=f"{NODE_IP}/24")
             self.pod = self.lab.add_host("ctl", ipv4=f"{CONTROLLER_IP}/24")
             self.client = self.lab.add_host("c", ipv4=f"{CLIENT_IP}/24")
+            self.front = TlsFront(("127.0.0.1", self.api.port), self.cert, self.key)
             for host in (self.node, self.pod):
-                self.fronts.append(TlsFront(host.name, API_PORT_IN_PODS, ("127.0.0.1", self.api.port),
-                                            self.cert, self.key))
+                self.lab.forward_loopback(host, ("127.0.0.1", self.front.port), port=API_PORT_IN_PODS)
         except BaseException:
             self.close()
             raise
@@ -268,10 +255,10 @@ class ImageLab:
         for container in self.containers:
             with contextlib.suppress(Exception):
                 podman("rm", "--force", "--time", "0", container.name, check=False)
-        for front in self.fronts:
-            front.close()
         if self.lab is not None:
             self.lab.close()
+        if self.front is not None:
+            self.front.close()
         self.api.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
