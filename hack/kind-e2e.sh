@@ -8,7 +8,10 @@
 # A cluster of that name that already exists is reused and never deleted.
 #
 # Environment: CLUSTER (cluster name), KEEP=1, IMAGE (default lbspeaker:dev), NGINX_IMAGE,
-# TIMEOUT (seconds for each wait, default 180).
+# TIMEOUT (seconds for each wait, default 180), ARCHIVE (the image archive, default
+# build/lbspeaker-image.tar, as `make image` writes it), BUILDER: how the archive is made, with this
+# docker engine (docker, the default: docker build + docker save), with buildah (buildah: what
+# `make image` runs, as root) or not at all (none: load an existing ARCHIVE).
 #
 # Needs Linux: the host must be on the kind docker network's bridge for ARP to reach the nodes
 # (Docker Desktop on macOS/Windows runs the bridge inside a VM, where this host cannot curl it).
@@ -17,10 +20,12 @@ set -euo pipefail
 CLUSTER=${CLUSTER:-lbspeaker-e2e}
 KEEP=${KEEP:-0}
 IMAGE=${IMAGE:-lbspeaker:dev}
+BUILDER=${BUILDER:-docker}
 NGINX_IMAGE=${NGINX_IMAGE:-nginx:1.27-alpine}
 TIMEOUT=${TIMEOUT:-180}
 NS=lbspeaker-system
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCHIVE=${ARCHIVE:-$ROOT/build/lbspeaker-image.tar}
 CONTEXT="kind-${CLUSTER}"
 CREATED=0
 
@@ -37,6 +42,14 @@ need kind "install it with: go install sigs.k8s.io/kind@latest (or see https://k
 need kubectl "see https://kubernetes.io/docs/tasks/tools/"
 need curl "apt-get install curl"
 need python3 "apt-get install python3 (used to compute the pool range)"
+case $BUILDER in
+  docker | none) ;;
+  buildah) need buildah "apt-get install buildah podman runc debootstrap (or make deps)" ;;
+  *) die "BUILDER must be docker, buildah or none, got $BUILDER" ;;
+esac
+if [[ $BUILDER == none && ! -s $ARCHIVE ]]; then
+  die "BUILDER=none, but there is no image archive at $ARCHIVE (make image writes it)"
+fi
 [[ -n ${EPOCHREALTIME:-} ]] || die "needs bash 5 or later"
 docker info >/dev/null 2>&1 || die "the docker engine is not reachable (is dockerd running, may you use it?)"
 WORK=$(mktemp -d)
@@ -93,10 +106,25 @@ fi
 TIMING[cluster]=$(( $(now_ms) - T0 ))
 
 # -- image and install -------------------------------------------------------------------------------
+# The archive `make image` writes and the README loads: ARCHIVE (build/lbspeaker-image.tar), put on
+# every node with `kind load image-archive`.
 t=$(now_ms)
-log "building $IMAGE"
-docker build -t "$IMAGE" "$ROOT"
-kind load docker-image "$IMAGE" --name "$CLUSTER"
+case $BUILDER in
+  docker)
+    log "building $IMAGE into $ARCHIVE (docker build, docker save)"
+    docker build -t "$IMAGE" "$ROOT"
+    mkdir -p "$(dirname "$ARCHIVE")"
+    docker save "$IMAGE" -o "$ARCHIVE"
+    ;;
+  buildah)
+    log "building $IMAGE into $ARCHIVE (hack/image/build.sh, as make image does)"
+    IMAGE=$IMAGE "$ROOT/hack/image/build.sh" "$ARCHIVE"
+    ;;
+  none)
+    log "loading $ARCHIVE as it is"
+    ;;
+esac
+kind load image-archive "$ARCHIVE" --name "$CLUSTER"
 TIMING[image]=$(( $(now_ms) - t ))
 
 t=$(now_ms)

@@ -30,12 +30,12 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from lbspeaker.config.parse import parse_config  # noqa: E402
-from lbspeaker.objects import NodeView, ServiceView  # noqa: E402
-from lbspeaker.speaker.layer2 import Layer2Protocol  # noqa: E402
-from lbspeaker.speaker.lease import Link  # noqa: E402
-from lbspeaker.speaker.protocol import Changes, Snapshot  # noqa: E402
-from lbspeaker.speaker.reconcile import Loop, Pending, Work  # noqa: E402
+from lbspeaker.config.parse import parse_config
+from lbspeaker.objects import NodeView, ServiceView
+from lbspeaker.speaker.layer2 import Layer2Protocol
+from lbspeaker.speaker.lease import Link
+from lbspeaker.speaker.protocol import Changes, Snapshot
+from lbspeaker.speaker.reconcile import Loop, Pending, Work
 
 NET = ipaddress.ip_network("2001:db8::/64")
 

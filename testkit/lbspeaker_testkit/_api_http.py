@@ -50,6 +50,13 @@ PATCH_TYPES = {
 }
 
 
+def _bearer_matches(header: str, token: str) -> bool:
+    """kube-apiserver's bearer token check: the scheme in any case ("bearer " is what the Python
+    client's in-cluster config sends), then the token up to the next space."""
+    parts = header.strip().split(" ")
+    return len(parts) >= 2 and parts[0].lower() == "bearer" and parts[1] == token
+
+
 class ServerState:
     """What every handler thread shares: the store, settings, counters, open connections."""
 
@@ -338,7 +345,7 @@ class Handler(BaseHTTPRequestHandler):
             if (
                 state.token is not None
                 and split.path not in UNAUTHENTICATED_PATHS
-                and self.headers.get("Authorization", "") != f"Bearer {state.token}"
+                and not _bearer_matches(self.headers.get("Authorization", ""), state.token)
             ):
                 raise errors.unauthorized()
             self._handle(method, split.path, query, raw)
