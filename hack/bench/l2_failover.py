@@ -23,96 +23,20 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import socket
 import statistics
-import struct
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from lbspeaker_testkit.netns import Host, in_netns
+from lbspeaker_testkit.arp_probe import Prober, packet_socket
 from lbspeaker_testkit.speaker_lab import SpeakerLab, wait_for
 
 from lbspeaker import election
 from lbspeaker.l2 import packets
 
-ETH_P_ALL = 0x0003
-ETH_P_ARP = 0x0806
 ALL = ("node1", "node2", "node3")
 WRITES = ("create", "update", "patch", "delete")
-
-
-def packet_socket(host: Host) -> socket.socket:
-    with in_netns(host.name):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.bind(("eth0", ETH_P_ALL))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
-    return sock
-
-
-def arp_request(src_mac: bytes, src_ip: bytes, target: bytes) -> bytes:
-    eth = packets.BROADCAST_MAC + src_mac + struct.pack("!H", ETH_P_ARP)
-    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, packets.ARP_REQUEST, src_mac, src_ip,
-                      packets.ZERO_MAC, target)
-    return (eth + arp).ljust(packets.MIN_FRAME, b"\0")
-
-
-class Prober:
-    """ARP requests for ``ip`` every ``period`` s from the client; records (time, replying MAC)."""
-
-    def __init__(self, client: Host, ip: str, period: float = 0.01, limit: float = 20.0) -> None:
-        self.sock = packet_socket(client)
-        self.sock.settimeout(0.005)
-        mac = bytes.fromhex(client.mac.replace(":", ""))
-        assert client.ipv4 is not None
-        self.frame = arp_request(mac, client.ipv4.ip.packed, ipaddress.IPv4Address(ip).packed)
-        self.target = ipaddress.IPv4Address(ip).packed
-        self.period = period
-        self.limit = limit  # seconds: the sending loop never outlives this
-        self.replies: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        next_send = started
-        sent = 0
-        while not self._stop.is_set() and time.monotonic() - started < self.limit and sent < self.limit / self.period:
-            now = time.monotonic()
-            if now >= next_send:
-                self.sock.send(self.frame)
-                sent += 1
-                next_send += self.period
-            try:
-                frame = self.sock.recv(2048)
-            except TimeoutError:
-                continue
-            try:
-                parsed = packets.parse_frame(frame)
-            except packets.MalformedFrame:
-                continue
-            if isinstance(parsed, packets.ArpPacket) and parsed.op == packets.ARP_REPLY \
-                    and parsed.sender_ip == self.target:
-                self.replies.append((time.monotonic(), parsed.sender_mac.hex(":")))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def gap(self, old: str, new: str, after: float) -> tuple[float, float] | None:
-        """(gap between the last old reply and the first new one, time from ``after`` to the first new)."""
-        first_new = next((t for t, mac in self.replies if mac == new and t >= after), None)
-        if first_new is None:
-            return None
-        last_old = max((t for t, mac in self.replies if mac == old and t <= first_new), default=after)
-        return first_new - last_old, first_new - after
 
 
 def failover_trials(spk: SpeakerLab, ip: str, trials: int, graceful: bool) -> list[float]:

@@ -106,10 +106,10 @@ def main() -> int:
         pending = Pending()
         state = {"alive": alive}
 
-        def step(work: Work, proto: Layer2Protocol = proto, heir: str = heir) -> None:
+        def step(work: Work, proto: Layer2Protocol = proto, heir: str = heir,
+                 state: dict[str, frozenset[str]] = state) -> None:
             if work.liveness:
-                new = state["alive"]
-                proto.reconcile(snap(heir, new), Changes(liveness=frozenset({victim})))
+                proto.reconcile(snap(heir, state["alive"]), Changes(liveness=frozenset({victim})))
 
         loop = Loop(pending, step, tick=5.0)
         loop.start()

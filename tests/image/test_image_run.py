@@ -21,7 +21,7 @@ import pytest
 from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
 from lbspeaker_testkit.kubeutil import lb_service, pool_configmap, wait_for
 
-from lbspeaker.kube.rest import MERGE_PATCH, ApiError, path_for
+from lbspeaker.kube.rest import MERGE_PATCH, path_for
 from tests.image import kubelet
 from tests.image.conftest import BuiltImage
 from tests.image.lab import NODE, NODE_IP, ROUTER_IP, Container, ImageLab, podman
@@ -169,12 +169,12 @@ def test_speaker_bgp_session_comes_up_and_announces_the_ip(running: Running) -> 
 
 def test_speaker_stops_within_its_grace_period(running: Running) -> None:
     """Last: SIGTERM (what the kubelet sends) ends the speaker cleanly before the grace runs out, and it
-    deletes its own Lease on the way."""
+    releases its own Lease on the way (kept, with its boot number, for the next start)."""
     lease = path_for("coordination.k8s.io/v1", "leases", NS, f"speaker-{NODE}")
     assert running.lab.cluster.rest.get(lease)["metadata"]["name"] == f"speaker-{NODE}"
     grace = int(kubelet.pod_spec(running.speaker.workload)["terminationGracePeriodSeconds"])
     podman("stop", "--time", str(grace), running.speaker.name, timeout=30)
     assert running.speaker.inspect("{{.State.ExitCode}}") == "0", running.speaker.logs()
-    with pytest.raises(ApiError) as gone:
-        running.lab.cluster.rest.get(lease)
-    assert gone.value.not_found
+    released = running.lab.cluster.rest.get(lease)
+    assert not released["spec"].get("holderIdentity")
+    assert released["metadata"]["annotations"]["lbspeaker.io/state"] == "left"

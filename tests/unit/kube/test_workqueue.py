@@ -50,3 +50,24 @@ def test_shutdown_wakes_waiting_workers() -> None:
     assert results == [None]
     q.add("after")
     assert q.get(0) is None
+
+
+def test_rate_limited_retries_back_off_exponentially_up_to_the_cap() -> None:
+    """A key that keeps failing waits base, 2 base, 4 base... never more than max_delay, and forget resets it."""
+    q = WorkQueue(base_delay=0.04, max_delay=0.1)
+    q.add_rate_limited("x")
+    assert q.get(0) is None, "a retry is delayed, not immediate"
+    assert q.get(0.2) == "x"
+    q.done("x")
+    q.add_rate_limited("x")  # second failure: twice as long
+    assert q.get(0.05) is None
+    assert q.get(0.2) == "x"
+    q.done("x")
+    for _ in range(5):  # 0.04, 0.08, then capped at 0.1: each within 0.3 s (uncapped, the fifth is 0.64 s)
+        q.add_rate_limited("y")
+        assert q.get(0.3) == "y"
+        q.done("y")
+    q.forget("x")
+    q.add_rate_limited("x")
+    assert q.get(0.02) is None  # back to base_delay (0.04), not immediate
+    assert q.get(0.2) == "x"
