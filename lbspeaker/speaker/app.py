@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 MEMBERLIST_SECRET = "lbspeaker-memberlist"
 MEMBERLIST_KEY = "secretkey"
 STUCK_PARSE_SECONDS = 5.0
+API_SILENCE_SECONDS = 120.0  # a real server sends a watch bookmark every minute
+API_GRACE_SECONDS = 10.0  # a watch being re-opened is not an outage
 
 
 def decode_key(secret: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
@@ -143,6 +145,7 @@ class Speaker:
         self._slices: dict[str, dict[str, JSON]] = {}  # Service key -> slice key -> EndpointSlice
         self._slices_lock = threading.Lock()
         self._observed: dict[str, tuple[str, float]] = {}  # node -> (Lease resourceVersion, first seen)
+        self._leases_ok = True  # the Lease cache was current at the last pass
 
         self.announcer = announcer or L2Announcer(s.interfaces_regex, on_duplicate=self._on_duplicate,
                                                   on_interfaces_changed=self._on_interfaces, guard=self._guard)
@@ -234,15 +237,17 @@ class Speaker:
             return False, f"configuration parse running for {self.clock() - self._parsing_since:.0f}s"
         if self.config is None:
             return False, "no valid configuration loaded"
-        stale = [inf.name for inf in self.informers if not inf.healthy]
         if self.detector is not None and self.node in self.members:
             state = self.detector.states().get(self.node, "")
             if state != "answering":
                 return False, f"membership: {state}"
-        note = f"; API server unreachable for caches {', '.join(stale)} (announcements kept)" if stale else ""
+        for inf in self.informers:
+            ok, why = inf.health(max_silence=API_SILENCE_SECONDS, grace=API_GRACE_SECONDS)
+            if not ok:
+                return False, f"caches out of date, announcements kept as they are: {why}"
         if self.key_problem is not None:
-            return True, f"ok, degraded: no membership ({self.key_problem}); liveness from Leases only{note}"
-        return True, "ok" + note
+            return True, f"ok, degraded: no membership ({self.key_problem}); liveness from Leases only"
+        return True, "ok"
 
     def stats(self) -> dict[str, Mapping[str, object]]:
         out: dict[str, Mapping[str, object]] = {"l2": self.announcer.stats()}
@@ -575,7 +580,12 @@ class Speaker:
         """The layer2 members (eligible nodes with a held Lease), handed to the detector when they change."""
         now = self.clock()
         pools = self.config.address_pools if self.config is not None else []
-        api_ok = all(inf.healthy for inf in (self.leases,))
+        api_ok = self.leases.healthy
+        if api_ok and not self._leases_ok:
+            # Back from an outage: nobody could renew meanwhile, so every Lease gets a fresh duration
+            # from now before it can count as expired.
+            self._observed = {node: (rv, now) for node, (rv, _) in self._observed.items()}
+        self._leases_ok = api_ok
         members: dict[str, Member] = {}
         for node, lease in self.lease_views.items():
             if lease.holder is None or lease.left or (lease.heartbeat_addr is None and self.detector is not None):
@@ -599,11 +609,14 @@ class Speaker:
     def _alive_now(self) -> frozenset[str]:
         if self.transport is not None:
             return self.transport.call(lambda d, _now: d.alive())
-        # Degraded: a member is alive while its Lease is current (and always ourselves).
+        # Degraded: a member is alive while its Lease is current (and always ourselves); while the API
+        # server is unreachable nobody's Lease can move, so nobody counts as expired.
         now = self.clock()
+        api_ok = self.leases.healthy
         return frozenset(n for n, m in self.members.items()
-                         if n == self.node or (not m.expired and (seen := self._observed.get(n)) is not None
-                                               and now - seen[1] <= self.lease_views[n].duration))
+                         if n == self.node or not api_ok or (not m.expired and (seen := self._observed.get(n))
+                                                             is not None
+                                                             and now - seen[1] <= self.lease_views[n].duration))
 
 
 __all__ = ["MEMBERLIST_KEY", "MEMBERLIST_SECRET", "Speaker", "decode_key"]
