@@ -146,6 +146,8 @@ class Speaker:
         self._slices_lock = threading.Lock()
         self._observed: dict[str, tuple[str, float]] = {}  # node -> (Lease resourceVersion, first seen)
         self._leases_ok = True  # the Lease cache was current at the last pass
+        self._members_dirty = True
+        self._members_due = 0.0
 
         self.announcer = announcer or L2Announcer(s.interfaces_regex, on_duplicate=self._on_duplicate,
                                                   on_interfaces_changed=self._on_interfaces, guard=self._guard)
@@ -541,7 +543,8 @@ class Speaker:
         return changed
 
     def _update_leases(self, nodes: set[str]) -> set[str]:
-        """Lease views; returns the nodes whose published link changed. A renewal alone changes nothing."""
+        """Lease views; returns the nodes whose published link changed. A renewal alone changes nothing
+        (only a change of ``SpeakerLease.content`` makes the member list be looked at again)."""
         changed: set[str] = set()
         for node in nodes:
             raw = self.leases.get(f"{self.namespace}/{lease_name(node)}")
@@ -551,8 +554,11 @@ class Speaker:
                 if old is not None:
                     del self.lease_views[node]
                     changed.add(node)
+                    self._members_dirty = True
                 continue
             self.lease_views[node] = view
+            if old is None or old.content != view.content:
+                self._members_dirty = True
             if old is None or old.link != view.link:
                 changed.add(node)
         return changed
@@ -577,8 +583,16 @@ class Speaker:
         return changed
 
     def _update_members(self, force: bool) -> None:
-        """The layer2 members (eligible nodes with a held Lease), handed to the detector when they change."""
+        """The layer2 members (eligible nodes with a held Lease), handed to the detector when they change.
+
+        Looked at again when a Lease's content, a Node or the configuration changed, and once a second
+        for Lease expiry; never for a renewal alone (O(members) each time).
+        """
         now = self.clock()
+        if not (force or self._members_dirty or now >= self._members_due):
+            return
+        self._members_dirty = False
+        self._members_due = now + 1.0
         pools = self.config.address_pools if self.config is not None else []
         api_ok = self.leases.healthy
         if api_ok and not self._leases_ok:

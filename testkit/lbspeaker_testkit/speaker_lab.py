@@ -150,7 +150,9 @@ class SpeakerProc:
 class SpeakerLab:
     """API server + Lab("spk") with nodes n1..nN (192.0.2.1N/24, 2001:db8::1N/64) and client c (.100)."""
 
-    def __init__(self, prefix: str = "spk", nodes: int = 3, secret: bool = True) -> None:
+    def __init__(self, prefix: str = "spk", nodes: int = 3, secret: bool = True,
+                 speaker_args: Sequence[str] = ()) -> None:
+        self.speaker_args = tuple(speaker_args)  # extra flags for every speaker this lab starts
         self.api = APIServer(host="127.0.0.1", port=0)
         self.api.start()
         self.lab: Lab | None = None
@@ -263,7 +265,7 @@ class SpeakerLab:
         old = self.speakers.get(node)
         if old is not None and old.alive():
             raise RuntimeError(f"speaker on {node} already running")
-        proc = SpeakerProc(self.lab, self.hosts[node], node, self.kubeconfig, *extra)
+        proc = SpeakerProc(self.lab, self.hosts[node], node, self.kubeconfig, *self.speaker_args, *extra)
         self.speakers[node] = proc
         if wait:
             self.wait_ready(node)

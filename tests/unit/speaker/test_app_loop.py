@@ -38,3 +38,41 @@ def test_a_death_is_acted_on_before_a_backlog_of_service_changes() -> None:
     assert calls[1].services and not calls[1].liveness
 
 
+
+
+def test_a_lease_renewal_alone_recomputes_nothing() -> None:
+    from lbspeaker.config.parse import parse_config
+
+    speaker = Speaker(Rest(_NoApi()), "n1")  # type: ignore[arg-type]
+    cfg = parse_config("address-pools:\n- name: p\n  protocol: layer2\n  addresses: [192.0.2.200/29]\n")
+    speaker.config = speaker._parsed = cfg
+    calls: list[Changes] = []
+    speaker._protocols = calls.append  # type: ignore[method-assign]
+    recomputed: list[bool] = []
+    original = Speaker._update_members
+
+    def spy(self: Speaker, force: bool) -> None:
+        due = self._members_due
+        original(self, force)
+        recomputed.append(self._members_due != due)
+
+    speaker._update_members = lambda force: spy(speaker, force)  # type: ignore[method-assign,assignment]
+
+    def lease(renew: str, rv: str, subnets: str = "192.0.2.0/24") -> dict[str, object]:
+        return {"metadata": {"name": "speaker-n2", "namespace": "lbspeaker-system", "resourceVersion": rv,
+                             "annotations": {"lbspeaker.io/subnets": subnets, "lbspeaker.io/boot": "3",
+                                             "lbspeaker.io/heartbeat-addr": "192.0.2.12:7946"}},
+                "spec": {"holderIdentity": "n2", "renewTime": renew, "leaseDurationSeconds": 40}}
+
+    key = "lbspeaker-system/speaker-n2"
+    speaker.leases._store[key] = lease("2026-01-01T00:00:00.000000Z", "1")
+    speaker._step(Work(leases={"n2"}))
+    assert calls and calls[-1].nodes == {"n2"}  # a new Lease: its link counts
+    assert recomputed[-1]
+    calls.clear()
+    speaker.leases._store[key] = lease("2026-01-01T00:00:10.000000Z", "2")  # renewed, nothing else
+    speaker._step(Work(leases={"n2"}))
+    assert calls == [] and not recomputed[-1]
+    speaker.leases._store[key] = lease("2026-01-01T00:00:20.000000Z", "3", subnets="198.51.100.0/24")
+    speaker._step(Work(leases={"n2"}))
+    assert calls and calls[-1].nodes == {"n2"} and recomputed[-1]
