@@ -122,7 +122,7 @@ class _Known:
     version: int = 0
     flags: int = 0
     dead: tuple[int, int] | None = None  # (boot, version) concluded dead
-    votes: dict[str, tuple[int, int]] = field(default_factory=dict)  # voter -> (boot, version)
+    votes: dict[str, tuple[int, int]] | None = None  # voter -> (boot, version); None: no votes (memory)
     heard: bool = False  # any datagram of its current boot reached us
 
 
@@ -440,7 +440,7 @@ class Detector:
         if key == self._ring_key:
             return
         self._ring_key = key
-        self.ring = Ring(ringed)
+        self.ring = Ring.of(ringed)
         old = self.neighbours
         self.neighbours = self.ring.neighbours(self.name)
         for name in self.neighbours - old:
@@ -464,10 +464,11 @@ class Detector:
 
     def _set_state(self, known: _Known, boot: int, version: int, flags: int) -> None:
         if boot != known.boot:
-            known.votes.clear()
+            known.votes = None
             known.heard = False
         known.boot, known.version, known.flags = boot, version, flags
-        known.votes = {v: bv for v, bv in known.votes.items() if bv >= (boot, version)}
+        if known.votes:
+            known.votes = {v: bv for v, bv in known.votes.items() if bv >= (boot, version)} or None
 
     def _apply(self, item: Item, now: float, via: str | None) -> bool:
         """Take one piece of gossip; forward it if it taught us something. Returns whether it did."""
@@ -484,10 +485,10 @@ class Detector:
                 self._set_state(known, item.boot, item.version, item.flags & _SELF_FLAGS)
                 new = True
         elif item.kind == VOTE:
-            if theirs >= mine and known.votes.get(item.voter, (0, 0)) < theirs:
+            if theirs >= mine and (known.votes or {}).get(item.voter, (0, 0)) < theirs:
                 if theirs > mine:  # a version we have not heard of: same claim as before on the same boot
                     self._set_state(known, item.boot, item.version, known.flags if item.boot == known.boot else 0)
-                known.votes[item.voter] = theirs
+                known.votes = {**(known.votes or {}), item.voter: theirs}
                 new = True
                 self._count_votes(item.subject, known, now)
         elif item.kind == DEAD and theirs >= mine and (known.dead is None or known.dead < theirs):
@@ -524,7 +525,7 @@ class Detector:
         k = len(voters)
         if k < 2:
             return  # two members: only the API server can settle it (witness mode)
-        votes = sum(1 for voter, bv in known.votes.items() if bv == at and voter in voters)
+        votes = sum(1 for voter, bv in (known.votes or {}).items() if bv == at and voter in voters)
         if votes >= quorum(k):
             self._conclude(subject, known, now)
 
@@ -544,7 +545,7 @@ class Detector:
             if known is None or known.dead == (known.boot, known.version):
                 continue
             at = (known.boot, known.version)
-            if not known.heard or any(bv == at for bv in known.votes.values()):
+            if not known.heard or any(bv == at for bv in (known.votes or {}).values()):
                 self._conclude(name, known, now)
 
     def _vote(self, now: float) -> None:
@@ -574,7 +575,7 @@ class Detector:
                 self.witness_votes.add((name, known.boot, known.version))
                 continue
             vote = Item(VOTE, name, known.boot, known.version, voter=self.name)
-            known.votes[self.name] = (known.boot, known.version)
+            known.votes = {**(known.votes or {}), self.name: (known.boot, known.version)}
             self._broadcast(vote, now, exclude=None)
             self._count_votes(name, known, now)
             self._changed()
@@ -762,4 +763,4 @@ class Detector:
 
     def votes_against(self, subject: str) -> Iterable[str]:
         known = self.known.get(subject)
-        return sorted(known.votes) if known is not None else []
+        return sorted(known.votes or {}) if known is not None else []

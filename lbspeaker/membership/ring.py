@@ -19,6 +19,7 @@ Cost: building a ring is O(N log N) (N members, names hashed once each); a neigh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -43,7 +44,14 @@ def needed_acks(k: int) -> int:
 
 
 class Ring:
-    """The two rings over a fixed member list."""
+    """The two rings over a fixed member list (immutable: ``Ring.of`` shares equal ones)."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4)
+    def of(members: frozenset[str]) -> Ring:
+        """The ring over ``members``; the same object for the same set (many detectors in one process,
+        as in the simulator, then share one instead of holding N copies)."""
+        return Ring(members)
 
     def __init__(self, members: Iterable[str]) -> None:
         names = sorted(set(members))
