@@ -46,11 +46,6 @@ def eor_command(peer: PeerId, family: int) -> str:
     return f"{peer.selector()} announce eor {_FAMILY[family]}"
 
 
-def cease_command(peer: PeerId) -> str:
-    """Close the session with a Cease NOTIFICATION, subcode 3 "Peer De-configured" (RFC 4486)."""
-    return f"{peer.selector()} teardown 3"
-
-
 def diff_commands(peer: PeerId, diff: RouteDiff, batch: int = BATCH) -> list[str]:
     """The commands of one diff: announcements, then withdrawals.
 

@@ -19,10 +19,11 @@ through ``update`` and read sessions and counters, all under one lock.
   loaded configuration no longer has it (``_exa_peers``), and a peer that comes back gets every
   route again instead of just End-of-RIB.
 - A peer on its way out (removed, de-selected, renumbered) that is established is retired before
-  the reload drops it: its routes are withdrawn, the withdrawals confirmed on the wire, then a
-  Cease NOTIFICATION (6/3, peer de-configured) closes the session. Closed without one, the router
-  would keep every path as graceful-restart stale for the restart time. Bounded by
-  ``retire_timeout``: a peer that does not confirm does not hold the other peers' changes up.
+  the reload drops it: its routes are withdrawn and the withdrawals confirmed on the wire. ExaBGP
+  then closes the session without a NOTIFICATION (it never sends a Cease once graceful restart is
+  negotiated), which would leave every path at the router as graceful-restart stale for the restart
+  time: withdrawn, there is none left. Bounded by ``retire_timeout``: a peer that does not confirm
+  does not hold the other peers' changes up.
 - A peer change rewrites the config and sends SIGUSR1: ExaBGP re-creates only neighbours whose
   definition changed. A reload is confirmed by ExaBGP's "loaded new configuration" log line; without
   it the signal is repeated and, after ``reload_attempts``, ExaBGP is restarted (routes survive at
@@ -52,7 +53,7 @@ from pathlib import Path
 
 from lbspeaker.bgp import config_render
 from lbspeaker.bgp.api_link import ApiLink
-from lbspeaker.bgp.commands import cease_command, diff_commands, eor_command
+from lbspeaker.bgp.commands import diff_commands, eor_command
 from lbspeaker.bgp.messages import Ack, MessageError, StateChange, UpdateSent, parse_line, reload_outcome
 from lbspeaker.bgp.model import Advertisement, PeerId, ResolvedPeer, SessionState, SessionStateName
 from lbspeaker.bgp.routes import apply_diff, diff_routes
@@ -63,13 +64,14 @@ exabgp_log = logging.getLogger("lbspeaker.bgp.exabgp")
 _HERE = Path(__file__).resolve().parent
 RELAY_SCRIPT = _HERE / "relay.py"
 LAUNCH_SCRIPT = _HERE / "launch.py"
-DEFAULT_EXABGP_ARGV: tuple[str, ...] = (sys.executable, "-m", "exabgp")
+EXABGP_MAIN = _HERE / "exabgp_main.py"
+# ExaBGP plus the keepalive-time setting (see exabgp_main).
+DEFAULT_EXABGP_ARGV: tuple[str, ...] = (sys.executable, "-I", str(EXABGP_MAIN))
 
 _STATE_NAMES: dict[str, SessionStateName] = {"connected": "connected", "up": "established", "down": "down"}
 _START_TIMEOUT = 20.0
 _KILL_AFTER = 5.0
 _MAX_SELECT = 0.5
-_CEASE_WAIT = 1.0  # how long a retired session may take to close after its Cease
 
 
 def _names(pids: frozenset[PeerId]) -> str:
@@ -106,11 +108,10 @@ class _Reload:
 
 @dataclass
 class _Retire:
-    """Established neighbours the next reload drops: their routes being withdrawn, then a Cease."""
+    """Established neighbours the next reload drops, while their routes are being withdrawn."""
 
     pids: frozenset[PeerId]
     deadline: float
-    ceased: bool = False
 
 
 class Supervisor:
@@ -527,8 +528,8 @@ class Supervisor:
         log.info("peers changed; asked ExaBGP to reload its configuration")
 
     def _retired(self, peers: Mapping[PeerId, ResolvedPeer], now: float) -> bool:
-        """Whether the established neighbours the next reload drops are done with: their routes
-        withdrawn (confirmed on the wire) and their sessions closed with a Cease, or out of time."""
+        """Whether the established neighbours the next reload drops have had every route withdrawn,
+        confirmed on the wire (or ran out of time)."""
         leaving = frozenset(pid for pid in self._exa_peers if pid not in peers and pid in self._established)
         retire = self._retire
         if not leaving:
@@ -540,24 +541,17 @@ class Supervisor:
             self._dirty = True
             log.info("withdrawing every route from %s before removing the session", _names(leaving))
             return False
-        retire.pids = leaving  # the ones already closed (or wanted again) are done with
-        if now >= retire.deadline:
-            if not retire.ceased:
-                log.warning("withdrawals to %s not confirmed within %.1f s; removing the session anyway",
-                            _names(leaving), self._retire_timeout)
-            self._retire = None
-            return True
-        if retire.ceased:
-            return False
+        retire.pids = leaving  # those that went down meanwhile are done with
         with self._lock:
             on_wire = any(self._on_wire.get(pid) for pid in leaving)
-        if on_wire or any(self._rib.get(pid) for pid in leaving):
-            return False
-        # Routes gone: close each session with Cease / Peer De-configured (RFC 4486), so the router
-        # ends it at once instead of helping with a restart that will never come.
-        retire.ceased = True
-        retire.deadline = min(retire.deadline, now + _CEASE_WAIT)
-        self._send([cease_command(pid) for pid in sorted(leaving)])
+        if not on_wire and not any(self._rib.get(pid) for pid in leaving):
+            self._retire = None
+            return True
+        if now >= retire.deadline:
+            log.warning("withdrawals to %s not confirmed within %.1f s; removing the session anyway",
+                        _names(leaving), self._retire_timeout)
+            self._retire = None
+            return True
         return False
 
     def _reload_signal(self) -> None:

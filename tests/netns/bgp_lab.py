@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
+from lbspeaker_testkit.bird import BirdBfd, BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
 from lbspeaker_testkit.netns import Host, Lab
 
 import lbspeaker
@@ -45,6 +45,8 @@ def skip_reason() -> str | None:
         return missing
     if importlib.util.find_spec("exabgp") is None:
         return "exabgp not installed (pip install exabgp==5.0.15)"
+    if shutil.which("tcpdump") is None:
+        return "tcpdump not installed (the keepalive test watches the router's link with it)"
     return None
 
 
@@ -171,8 +173,8 @@ class BgpLab:
             self.lab.close()
             raise
 
-    def start_router(self, neighbors: list[BirdNeighbor]) -> BirdRouter:
-        config = render_bird_config(ROUTER_V4, ROUTER_ASN, neighbors)
+    def start_router(self, neighbors: list[BirdNeighbor], bfd: BirdBfd | None = None) -> BirdRouter:
+        config = render_bird_config(ROUTER_V4, ROUTER_ASN, neighbors, bfd)
         self.router = BirdRouter(self.lab, self.router_host, self.workdir / "bird", config)
         return self.router
 
@@ -239,3 +241,25 @@ def wait_paths(router: BirdRouter, prefix: str, protocols: set[str], timeout: fl
         return {}
     result: dict[str, Any] = wait_until(probe, timeout, what=f"{prefix} from {sorted(protocols)}")
     return result
+
+
+def bgp_message_times(host: Host, source: str, seconds: float) -> list[tuple[float, int]]:
+    """(arrival time, BGP message type) of the BGP messages ``host`` receives from ``source`` over
+    ``seconds`` (tcpdump on its eth0; time.time() stamps). Keepalives are type 4."""
+    out = host.run(
+        ["timeout", str(seconds), "tcpdump", "-l", "-n", "-tt", "-v", "-i", "eth0",
+         f"tcp port 179 and src {source}"],
+        check=False, timeout=seconds + 10,
+    ).stdout
+    found: list[tuple[float, int]] = []
+    stamp = 0.0
+    for line in out.splitlines():
+        head = line.split(" ", 1)[0]
+        if head.replace(".", "", 1).isdigit():
+            stamp = float(head)
+        # tcpdump -v decodes each BGP message on its own line: "Keepalive Message (4), length: 19"
+        if "Message (" in line:
+            kind = line.split("Message (", 1)[1].split(")", 1)[0]
+            if kind.isdigit():
+                found.append((stamp, int(kind)))
+    return found
