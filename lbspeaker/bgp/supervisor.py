@@ -57,6 +57,7 @@ from lbspeaker.bgp.commands import diff_commands, eor_command
 from lbspeaker.bgp.messages import Ack, MessageError, StateChange, UpdateSent, parse_line, reload_outcome
 from lbspeaker.bgp.model import Advertisement, PeerId, ResolvedPeer, SessionState, SessionStateName
 from lbspeaker.bgp.routes import apply_diff, diff_routes
+from lbspeaker.bgp.workdir import lock_workdir
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("lbspeaker.bgp.exabgp")
@@ -186,10 +187,11 @@ class Supervisor:
     # ---- public API (any thread) ----
 
     def start(self) -> None:
-        """Listen for the relay and start the supervisor thread (which starts ExaBGP)."""
+        """Lock the work directory, listen for the relay and start the supervisor thread (which starts
+        ExaBGP). Raises ``WorkdirBusy`` when another speaker holds the work directory."""
         if self._thread is not None:
             raise RuntimeError("supervisor already started")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        lock_workdir(self.workdir)  # WorkdirBusy when another speaker works there
         self._link = ApiLink(self._selector, self.workdir)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._run, name="bgp-supervisor", daemon=True)
