@@ -6,9 +6,12 @@ snapshot (config, this Node's view, Secret values, Service views) and hands the 
 
 Peers (``peers_for_node``): the config peers whose ``node-selectors`` match this node (no selectors:
 every node), as ``BgpPeer``. The router id defaults to the node's IPv4 address; the password comes
-from ``password`` or from the Secret key ``password-secret`` names. A peer whose password cannot be
-had (Secret or key missing, unusable value) is left out and reported: a session opened without the
-password it was configured with would be refused by the router or, worse, accepted unauthenticated.
+from ``password`` or from the Secret key ``password-secret`` names. When that password cannot be had
+(Secret or key missing, unusable value), the peer keeps its last good definition, so a Secret
+deleted and recreated, or a typo in a Secret name, leaves a working session alone (as a broken
+ConfigMap leaves the last good configuration); it is reported either way. A peer that never had a
+good definition is left out: a session opened without the password it was configured with would be
+refused by the router or, worse, accepted unauthenticated.
 
 Routes (``node_routes``): for each Service we handle (same ``loadBalancerClass`` rule as the
 controller), each status IP that lies in a ``bgp`` pool is announced from this node when
@@ -36,7 +39,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer
+from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer, normalize_ip
 from lbspeaker.bgp.routes import merge_routes, routes_for
 from lbspeaker.config import Config
 from lbspeaker.config.models import AddressPool, BgpAdvertisement, Peer, selects
@@ -62,12 +65,15 @@ def peers_for_node(
     node_labels: Mapping[str, str],
     secrets: SecretValues,
     node_ipv4: str | None,
+    last_good: Mapping[str, BgpPeer] | None = None,
 ) -> tuple[list[BgpPeer], list[str]]:
-    """The peers this node keeps sessions with, and the problems that left configured peers out.
+    """The peers this node keeps sessions with, and the problems met on the way (with what was done).
 
     ``secrets`` maps (Secret name, key) to the decoded value, for Secrets in the lbspeaker namespace.
     ``node_ipv4`` is the node's IPv4 address, the router id of peers without ``router-id``; None (or
     not an IPv4 address) leaves the choice to the BGP layer (the session's local IPv4 address).
+    ``last_good`` (peer address -> the peer as last used) stands in for a peer whose Secret cannot
+    supply its password; without an entry, that peer is left out.
     Problem messages name the peer, the Secret and the key, never the password. ``node_name`` is not
     needed for the selection (labels decide) and is accepted for symmetry with ``node_routes``.
     """
@@ -79,7 +85,12 @@ def peers_for_node(
             continue
         password, problem = _password(peer, secrets)
         if problem is not None:
-            problems.append(f"peer {peer.peer_address}: {problem}")
+            kept = (last_good or {}).get(normalize_ip(peer.peer_address))
+            if kept is not None:
+                peers.append(kept)
+                problems.append(f"peer {peer.peer_address}: {problem}; {KEPT}")
+            else:
+                problems.append(f"peer {peer.peer_address}: {problem}; {LEFT_OUT}")
             continue
         try:
             peers.append(
@@ -98,8 +109,12 @@ def peers_for_node(
             )
         except ValueError as exc:
             # BgpPeer's messages never include the password (its length check names only the peer).
-            problems.append(f"peer {peer.peer_address}: {exc}")
+            problems.append(f"peer {peer.peer_address}: {exc}; {LEFT_OUT}")
     return peers, problems
+
+
+LEFT_OUT = "that peer is left out"
+KEPT = "keeping its session with the last good password"
 
 
 def _password(peer: Peer, secrets: SecretValues) -> tuple[str | None, str | None]:
@@ -257,6 +272,7 @@ class BgpProtocol:
         self.recorder = recorder
         self._problems: tuple[str, ...] = ()
         self._error: str | None = None
+        self._good: dict[str, BgpPeer] = {}  # peer address -> the peer as last handed to the BGP layer
 
     def reconcile(self, snap: Snapshot, changes: Changes) -> None:
         """One BGP pass; never raises (BGP trouble must not stop layer2)."""
@@ -280,7 +296,8 @@ class BgpProtocol:
         cfg = snap.config
         if cfg is not None:
             secrets = {(name, key): value for name, values in snap.secrets.items() for key, value in values.items()}
-            peers, problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own))
+            peers, problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own), self._good)
+        self._good = {p.peer_address: p for p in peers}
         self._report(problems, snap.config_map)
         # Liveness is trivially true for ourselves; an unknown or excluded Node announces nothing.
         eligible = own is not None and eligibility.excluded(own) is None
@@ -298,10 +315,11 @@ class BgpProtocol:
         for problem in current:
             if problem in self._problems:
                 continue
-            log.error("BGP %s; that peer is left out", problem)
+            kept = problem.endswith(KEPT)
+            log.log(logging.WARNING if kept else logging.ERROR, "BGP %s", problem)
             if self.recorder is not None and config_map is not None:
-                self.recorder.record(config_map, "Warning", "BGPPeerSkipped",
-                                     f"node {self.node}: {problem}; that peer is left out")
+                self.recorder.record(config_map, "Warning", "BGPPeerKept" if kept else "BGPPeerSkipped",
+                                     f"node {self.node}: {problem}")
         self._problems = current
 
     def stop(self, graceful: bool) -> None:
