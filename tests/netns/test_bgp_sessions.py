@@ -70,6 +70,23 @@ def test_removed_peer_is_withdrawn_at_once_and_gets_every_route_when_it_returns(
     one.wait_stat("prefixes/192.0.2.1", 2)
 
 
+def test_peer_removed_while_its_session_is_down_gets_every_route_when_it_returns(lab: BgpLab) -> None:
+    # Nothing can be withdrawn from a session that is down, yet the reload that removes the peer still
+    # deletes ExaBGP's RIB for it: when it returns, every route must be sent, not only End-of-RIB.
+    router = lab.start_router([router_neighbor(1, hold_time=30)])
+    speaker = lab.start_speaker(1)
+    speaker.configure([node_peer(hold_time=30)], ROUTES)
+    both_paths(router, {"n1"})
+    router.birdc("disable", "n1")
+    speaker.wait_session(ROUTER_V4, "down", timeout=10)
+    speaker.configure([], ROUTES)
+    speaker.wait_stat("reloads", 1)
+    router.birdc("enable", "n1")
+    speaker.configure([node_peer(hold_time=30)], ROUTES)
+    speaker.wait_session(ROUTER_V4, timeout=20)
+    both_paths(router, {"n1"}, timeout=10)
+
+
 def test_my_asn_changed_and_changed_back_keeps_no_stale_path_and_loses_no_route(lab: BgpLab) -> None:
     # The router expects AS 64500: as 64501 the session cannot come up (BIRD refuses the OPEN).
     router = lab.start_router([router_neighbor(1, hold_time=30)])
