@@ -26,6 +26,12 @@ controller), each status IP that lies in a ``bgp`` pool is announced from this n
 Services sharing an IP announce it only when every one of them may be announced from this node, the
 same intersection rule the layer2 election uses (``speaker.layer2``). IPs of layer2 pools, and
 IPs in no pool, are not this module's business and are skipped.
+
+BFD (``bfd_sessions_for_node``): one session per peer this node keeps whose config names a
+``bfd-profile``, from the same local address as the BGP session (so the router pairs the two), with
+the profile's timers (MetalLB's defaults for what it leaves out: 300 ms, 300 ms, x3, minimum TTL
+254), single hop, or multihop for ``ebgp-multihop`` peers. Echo mode is not supported: such a profile
+runs asynchronous mode, and that is reported.
 """
 
 from __future__ import annotations
@@ -36,13 +42,23 @@ import contextlib
 import functools
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from lbspeaker.bfd import SessionKey, SessionSpec, Timers
+from lbspeaker.bgp.addressing import local_address_for
 from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer, normalize_ip
 from lbspeaker.bgp.routes import merge_routes, routes_for
 from lbspeaker.config import Config
-from lbspeaker.config.models import AddressPool, BgpAdvertisement, Peer, selects
+from lbspeaker.config.models import (
+    BFD_DEFAULT_INTERVAL_MS,
+    BFD_DEFAULT_MINIMUM_TTL,
+    BFD_DEFAULT_MULTIPLIER,
+    AddressPool,
+    BgpAdvertisement,
+    Peer,
+    selects,
+)
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.objects import NodeView, ServiceView
 from lbspeaker.speaker import eligibility
@@ -115,6 +131,54 @@ def peers_for_node(
 
 LEFT_OUT = "that peer is left out"
 KEPT = "keeping its session with the last good password"
+
+
+# -- BFD ---------------------------------------------------------------------------------------------
+
+
+def bfd_sessions_for_node(
+    cfg: Config,
+    node_labels: Mapping[str, str],
+    peers: Sequence[BgpPeer],
+    resolve_local: Callable[[BgpPeer], str] = local_address_for,
+) -> tuple[list[SessionSpec], list[str]]:
+    """The BFD sessions this node runs for its BGP ``peers`` (as ``peers_for_node`` gave them), and the
+    problems met (profile asks for echo mode; no local address towards a peer).
+
+    The config entry of a peer is the first one for its address that selects this node, the one the
+    BGP layer uses too. ``resolve_local`` picks the local address the BGP session uses (source-address,
+    else the kernel's choice towards the peer).
+    """
+    profiles = {p.name: p for p in cfg.bfd_profiles}
+    entries: dict[str, Peer] = {}
+    for entry in cfg.peers:
+        if selects(entry.node_selectors, node_labels):
+            entries.setdefault(normalize_ip(entry.peer_address), entry)
+    specs: list[SessionSpec] = []
+    problems: list[str] = []
+    for peer in peers:
+        conf = entries.get(peer.peer_address)
+        profile = profiles.get(conf.bfd_profile) if conf is not None and conf.bfd_profile else None
+        if profile is None:
+            continue
+        if profile.echo_mode:
+            problems.append(f"bfd profile {profile.name} of peer {peer.peer_address}: echo-mode is not supported; "
+                            "running asynchronous mode only")
+        try:
+            local = resolve_local(peer)
+        except OSError as exc:
+            problems.append(f"peer {peer.peer_address}: no BFD session, no local address towards it: "
+                            f"{exc.strerror or exc}")
+            continue
+        timers = Timers(
+            desired_min_tx=(profile.transmit_interval or BFD_DEFAULT_INTERVAL_MS) * 1000,
+            required_min_rx=(profile.receive_interval or BFD_DEFAULT_INTERVAL_MS) * 1000,
+            detect_mult=profile.detect_multiplier or BFD_DEFAULT_MULTIPLIER,
+            passive=profile.passive_mode,
+        )
+        key = SessionKey(peer=peer.peer_address, local=local, multihop=peer.ebgp_multihop)
+        specs.append(SessionSpec(key=key, timers=timers, minimum_ttl=profile.minimum_ttl or BFD_DEFAULT_MINIMUM_TTL))
+    return specs, problems
 
 
 def _password(peer: Peer, secrets: SecretValues) -> tuple[str | None, str | None]:
@@ -293,12 +357,16 @@ class BgpProtocol:
         labels: Mapping[str, str] = own.labels if own is not None else {}
         peers: list[BgpPeer] = []
         problems: list[str] = []
+        bfd: list[SessionSpec] = []
         cfg = snap.config
         if cfg is not None:
             secrets = {(name, key): value for name, values in snap.secrets.items() for key, value in values.items()}
             peers, problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own), self._good)
+            bfd, bfd_problems = bfd_sessions_for_node(cfg, labels, peers)
+            problems += bfd_problems
         self._good = {p.peer_address: p for p in peers}
         self._report(problems, snap.config_map)
+        self.announcer.set_bfd(bfd)
         # Liveness is trivially true for ourselves; an unknown or excluded Node announces nothing.
         eligible = own is not None and eligibility.excluded(own) is None
         routes, per_service = node_routes(cfg, self.node, snap.services.values(), eligible, node_labels=labels)
@@ -315,11 +383,11 @@ class BgpProtocol:
         for problem in current:
             if problem in self._problems:
                 continue
-            kept = problem.endswith(KEPT)
-            log.log(logging.WARNING if kept else logging.ERROR, "BGP %s", problem)
+            reason = "BGPPeerKept" if problem.endswith(KEPT) else "BGPPeerSkipped" if problem.endswith(LEFT_OUT) \
+                else "BFDProblem"
+            log.log(logging.ERROR if reason == "BGPPeerSkipped" else logging.WARNING, "BGP %s", problem)
             if self.recorder is not None and config_map is not None:
-                self.recorder.record(config_map, "Warning", "BGPPeerKept" if kept else "BGPPeerSkipped",
-                                     f"node {self.node}: {problem}")
+                self.recorder.record(config_map, "Warning", reason, f"node {self.node}: {problem}")
         self._problems = current
 
     def stop(self, graceful: bool) -> None:
