@@ -71,6 +71,7 @@ class BirdBfd:
     min_tx_ms: int = 300
     multiplier: int = 3
     interface: str = "eth0"
+    neighbors: tuple[str, ...] = ()  # static sessions, without a BGP protocol asking for them
 
     def render(self) -> list[str]:
         timers = f"min rx interval {self.min_rx_ms} ms; min tx interval {self.min_tx_ms} ms; " \
@@ -79,6 +80,7 @@ class BirdBfd:
             "protocol bfd {",
             f'  interface "{self.interface}" {{ {timers} }};',
             f"  multihop {{ {timers} }};",
+            *(f'  neighbor {address} dev "{self.interface}";' for address in self.neighbors),
             "}",
         ]
 
