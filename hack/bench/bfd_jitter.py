@@ -22,6 +22,7 @@ Usage: sudo python3 hack/bench/bfd_jitter.py [--seconds 30] [--load 2]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -112,7 +113,7 @@ def scenario(lab: Lab, router: BirdRouter, mode: str, load: int, seconds: float)
     proc.wait(seconds + 30)
     wait_until(lambda: router.bfd_sessions().get(NODE) != "Up", 10, what="the session down after the worker")
     stamps = [float(line.split(" ", 1)[0]) for line in capture.splitlines() if re.match(r"^\d+\.\d+ ", line)]
-    gaps = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)]
     downs = len(re.findall(r"Session to 192\.0\.2\.11 changed state from Up to Down", log_after))
     late = [g - 300 for g in gaps if g > 300]
     return {"packets": len(stamps), "p50": pct(gaps, .5), "p99": pct(gaps, .99), "max": max(gaps),

@@ -24,6 +24,7 @@ Usage: sudo python3 hack/bench/bgp_failover.py [--trials 10] [--slow-trials 1] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -107,10 +108,8 @@ class Scenario:
         started = time.perf_counter()
         self.lab.set_link(node, "eth0", False)
         for pid in run(["ip", "netns", "pids", host.name]).stdout.split():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         deadline = started + limit
         while self.paths() != len(NODES) - 1:
             if time.perf_counter() > deadline:
