@@ -228,6 +228,13 @@ class Engine:
     # ---- sessions --------------------------------------------------------------------------------
 
     def _add(self, spec: SessionSpec, now: float) -> None:
+        for old in [e for e in self._retired if e.spec.key == spec.key]:
+            # Back before its AdminDown was over: the new session replaces it (two sessions with one
+            # address pair would contradict each other at the remote).
+            self._retired.remove(old)
+            self._by_discr.pop(old.session.local_discr, None)
+            if old.sock is not None:
+                old.sock.close()
         discr = self._new_discr()
         session = Session(discr, spec.timers, now, self._rng)
         entry = _Entry(spec=spec, session=session, sock=None)
