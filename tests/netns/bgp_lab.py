@@ -21,11 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lbspeaker_testkit.bird import BirdBfd, BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
 from lbspeaker_testkit.netns import Host, Lab
+from lbspeaker_testkit.speaker_lab import NAMESPACE
 
 import lbspeaker
 from lbspeaker.bgp.model import Advertisement, BgpPeer
+from lbspeaker.kube.rest import MERGE_PATCH, Rest, path_for
 
 REPO_ROOT = Path(lbspeaker.__file__).resolve().parent.parent
 ROUTER_ASN = 64512
@@ -48,6 +51,23 @@ def skip_reason() -> str | None:
     if shutil.which("tcpdump") is None:
         return "tcpdump not installed (the keepalive test watches the router's link with it)"
     return None
+
+
+def speaker_lab_marks() -> list[pytest.MarkDecorator]:
+    """The skip marks of tests that run the whole speaker (``lbspeaker speaker`` in node namespaces,
+    against the in-process API test server) beside a BIRD router."""
+    reason = skip_reason()
+    return [
+        pytest.mark.skipif(reason is not None, reason=reason or ""),
+        pytest.mark.skipif(bool(os.environ.get("LBSPEAKER_TEST_KUBECONFIG")),
+                           reason="speakers run in lab namespaces that cannot reach a real cluster's API server"),
+    ]
+
+
+def set_config(rest: Rest, text: str) -> None:
+    """Replace the speaker lab's pool configuration (ConfigMap ``config``)."""
+    rest.request("PATCH", path_for("v1", "configmaps", NAMESPACE, "config"), content_type=MERGE_PATCH,
+                 body={"data": {"config": text}})
 
 
 def node_v4(index: int) -> str:

@@ -25,18 +25,12 @@ from pathlib import Path
 import pytest
 from lbspeaker_testkit.bird import BirdBfd, BirdNeighbor, BirdRouter, render_bird_config, wait_until
 from lbspeaker_testkit.netns import run
-from lbspeaker_testkit.speaker_lab import NAMESPACE, SpeakerLab
+from lbspeaker_testkit.speaker_lab import SpeakerLab
 
-from lbspeaker.kube.rest import MERGE_PATCH, path_for
 from lbspeaker.speaker.bgp_announcer import BFD_ANNOTATION, parse_bfd_annotation
-from tests.netns.bgp_lab import paths_by_protocol, skip_reason, wait_paths
+from tests.netns.bgp_lab import paths_by_protocol, set_config, speaker_lab_marks, wait_paths
 
-_SKIP = skip_reason()
-pytestmark = [
-    pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""),
-    pytest.mark.skipif(bool(os.environ.get("LBSPEAKER_TEST_KUBECONFIG")),
-                       reason="speakers run in lab namespaces that cannot reach a real cluster's API server"),
-]
+pytestmark = speaker_lab_marks()
 
 ROUTER = "192.0.2.1"
 ROUTER_ASN = 64501
@@ -97,8 +91,7 @@ def lab() -> Iterator[Lab]:
     try:
         with SpeakerLab("bfd", nodes=3) as spk:
             assert spk.lab is not None
-            spk.rest.request("PATCH", path_for("v1", "configmaps", NAMESPACE, "config"), content_type=MERGE_PATCH,
-                             body={"data": {"config": CONFIG}})
+            set_config(spk.rest, CONFIG)
             spk.patch_node("node3", {"metadata": {"labels": {"multihop": "yes"}}})
             host = spk.lab.add_host("r", ipv4=f"{ROUTER}/24")
             neighbors = [BirdNeighbor(name=node, address=ip, asn=NODE_ASN, local_address=ROUTER, bfd=True,

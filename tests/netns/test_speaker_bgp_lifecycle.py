@@ -13,7 +13,6 @@ The lab (prefix "sbl") is deleted afterwards, also on failure.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import tempfile
 import time
@@ -25,15 +24,10 @@ import pytest
 from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, render_bird_config, wait_until
 from lbspeaker_testkit.speaker_lab import NAMESPACE, SpeakerLab
 
-from lbspeaker.kube.rest import MERGE_PATCH, ApiError, path_for
-from tests.netns.bgp_lab import paths_by_protocol, skip_reason, wait_paths
+from lbspeaker.kube.rest import ApiError, path_for
+from tests.netns.bgp_lab import paths_by_protocol, set_config, speaker_lab_marks, wait_paths
 
-_SKIP = skip_reason()
-pytestmark = [
-    pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""),
-    pytest.mark.skipif(bool(os.environ.get("LBSPEAKER_TEST_KUBECONFIG")),
-                       reason="speakers run in lab namespaces that cannot reach a real cluster's API server"),
-]
+pytestmark = speaker_lab_marks()
 
 ROUTER = "192.0.2.1"
 ROUTER_ASN = 64501
@@ -64,8 +58,7 @@ class Lab:
         self.spk.wait_ready(NODE, timeout=60)
 
     def set_config(self, text: str) -> None:
-        self.spk.rest.request("PATCH", path_for("v1", "configmaps", NAMESPACE, "config"), content_type=MERGE_PATCH,
-                              body={"data": {"config": text}})
+        set_config(self.spk.rest, text)
 
     def set_secret(self, password: str | None) -> None:
         path = path_for("v1", "secrets", NAMESPACE)

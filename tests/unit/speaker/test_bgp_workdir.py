@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-HOLDER = textwrap.dedent(
-    """
-    import sys, time
-    from lbspeaker.bgp.workdir import lock_workdir
-    lock_workdir(sys.argv[1])
-    print("locked", flush=True)
-    time.sleep(60)
-    """
-)
+from tests.unit.bgp.test_workdir import HOLDER
 
 
 def test_second_speaker_on_a_workdir_exits_with_a_clear_error(tmp_path: Path) -> None:
