@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lbspeaker.bfd import SessionKey, SessionSpec, Timers
+from lbspeaker.bgp import WorkdirBusy
 from lbspeaker.bgp.addressing import local_address_for
 from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer, normalize_ip
 from lbspeaker.bgp.routes import merge_routes, routes_for
@@ -334,7 +335,7 @@ class BgpProtocol:
         self.node = node
         self.announcer = announcer
         self.recorder = recorder
-        self._problems: tuple[str, ...] = ()
+        self._problems: tuple[tuple[str, str], ...] = ()
         self._error: str | None = None
         self._good: dict[str, BgpPeer] = {}  # peer address -> the peer as last handed to the BGP layer
 
@@ -356,36 +357,43 @@ class BgpProtocol:
         own = snap.own
         labels: Mapping[str, str] = own.labels if own is not None else {}
         peers: list[BgpPeer] = []
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []  # (Event reason, message)
         bfd: list[SessionSpec] = []
         cfg = snap.config
         if cfg is not None:
             secrets = {(name, key): value for name, values in snap.secrets.items() for key, value in values.items()}
-            peers, problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own), self._good)
+            peers, peer_problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own), self._good)
+            problems += [("BGPPeerKept" if p.endswith(KEPT) else "BGPPeerSkipped", p) for p in peer_problems]
             bfd, bfd_problems = bfd_sessions_for_node(cfg, labels, peers)
-            problems += bfd_problems
+            problems += [("BFDProblem", p) for p in bfd_problems]
         self._good = {p.peer_address: p for p in peers}
-        self._report(problems, snap.config_map)
-        self.announcer.set_bfd(bfd)
         # Liveness is trivially true for ourselves; an unknown or excluded Node announces nothing.
         eligible = own is not None and eligibility.excluded(own) is None
         routes, per_service = node_routes(cfg, self.node, snap.services.values(), eligible, node_labels=labels)
-        for key, message in self.announcer.update(peers, routes, per_service):
+        try:
+            started = self.announcer.update(peers, routes, per_service)
+            self.announcer.set_bfd(bfd)
+        except WorkdirBusy as exc:
+            # Another speaker works in our --bgp-workdir: no BGP here until it is free (tried again on
+            # every change); layer2 goes on.
+            started = []
+            problems.append(("BGPWorkdirBusy", f"{exc}; BGP does not run on this node until it is free"))
+        self._report(problems, snap.config_map)
+        for key, message in started:
             svc = snap.raw_service(key)
             if svc is not None and self.recorder is not None:
                 self.recorder.record(svc, "Normal", "nodeAssigned", message)
         self.announcer.refresh_metrics()
 
-    def _report(self, problems: Sequence[str], config_map: JSON | None) -> None:
+    def _report(self, problems: Sequence[tuple[str, str]], config_map: JSON | None) -> None:
         current = tuple(sorted(problems))
         if current == self._problems:
             return
-        for problem in current:
-            if problem in self._problems:
+        for reason, problem in current:
+            if (reason, problem) in self._problems:
                 continue
-            reason = "BGPPeerKept" if problem.endswith(KEPT) else "BGPPeerSkipped" if problem.endswith(LEFT_OUT) \
-                else "BFDProblem"
-            log.log(logging.ERROR if reason == "BGPPeerSkipped" else logging.WARNING, "BGP %s", problem)
+            error = reason in ("BGPPeerSkipped", "BGPWorkdirBusy")
+            log.log(logging.ERROR if error else logging.WARNING, "BGP %s", problem)
             if self.recorder is not None and config_map is not None:
                 self.recorder.record(config_map, "Warning", reason, f"node {self.node}: {problem}")
         self._problems = current

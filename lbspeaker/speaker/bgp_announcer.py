@@ -24,7 +24,7 @@ from typing import Protocol
 from prometheus_client import Counter, Gauge
 
 from lbspeaker.bfd import BfdDaemon, SessionKey, SessionSpec, SessionStatus
-from lbspeaker.bgp import BgpSpeaker
+from lbspeaker.bgp import BgpSpeaker, lock_workdir
 from lbspeaker.bgp.model import Advertisement, BgpPeer, SessionState
 from lbspeaker.bgp.routes import merge_routes
 
@@ -104,9 +104,14 @@ def speaker_factory(
     workdir: str | Path,
     on_session_change: Callable[[SessionState], None] | None = None,
 ) -> SpeakerFactory:
-    """The production factory: a real ``BgpSpeaker`` (ExaBGP child) working in ``workdir``."""
+    """The production factory: a real ``BgpSpeaker`` (ExaBGP child) working in ``workdir``.
+
+    It takes the work directory's lock first (``lbspeaker.bgp.workdir``): ``WorkdirBusy`` when another
+    speaker works there, before anything is made.
+    """
 
     def make() -> SpeakerLike:
+        lock_workdir(workdir)
         return BgpSpeaker(node_name, router_id, workdir, on_session_change)
 
     return make

@@ -9,7 +9,6 @@ import re
 import signal
 import threading
 
-from lbspeaker.bgp import WorkdirBusy, lock_workdir
 from lbspeaker.kube.client import load_api_client
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.rest import Rest
@@ -67,12 +66,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     bgp: BgpAnnouncer | None = None
     try:
-        lock_workdir(args.bgp_workdir)  # one speaker per work directory, held until we exit
+        os.makedirs(args.bgp_workdir, exist_ok=True)
         # No node-wide router id: each peer's comes from the config or the node's IPv4 InternalIP.
         bgp = BgpAnnouncer(args.node_name, speaker_factory(args.node_name, None, args.bgp_workdir))
-    except WorkdirBusy as exc:
-        log.error("--bgp-workdir: %s", exc)
-        return 2
     except OSError as exc:
         log.error("--bgp-workdir %s: %s; BGP disabled, layer2 goes on", args.bgp_workdir, exc)
     rest = Rest(load_api_client(args.kubeconfig))
