@@ -98,7 +98,8 @@ class Scenario:
 
     def healthy(self) -> bool:
         assert self.router is not None
-        if self.bfd and list(self.router.bfd_sessions().values()).count("Up") != len(NODES):
+        # Up with the profile's 900 ms detection in force (past the Poll Sequence that follows Up).
+        if self.bfd and list(self.router.bfd_detail().values()).count(("Up", 0.9)) != len(NODES):
             return False
         return self.paths() == len(NODES)
 

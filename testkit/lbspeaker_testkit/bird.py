@@ -395,11 +395,20 @@ class BirdRouter:
 
     def bfd_sessions(self) -> dict[str, str]:
         """``show bfd sessions``: neighbour address -> BFD state (Up, Down, Init, AdminDown)."""
-        out: dict[str, str] = {}
+        return {address: state for address, (state, _timeout) in self.bfd_detail().items()}
+
+    def bfd_detail(self) -> dict[str, tuple[str, float]]:
+        """``show bfd sessions``: neighbour address -> (state, detection time in seconds). The detection
+        time is the remote's multiplier times its transmit interval as BIRD applies it (0 when Down)."""
+        out: dict[str, tuple[str, float]] = {}
         for line in self.birdc("show", "bfd", "sessions", check=False).splitlines():
             words = line.split()
             if len(words) >= 3 and words[2] in ("Up", "Down", "Init", "AdminDown"):
-                out[words[0]] = words[2]
+                try:
+                    timeout = float(words[-1])
+                except ValueError:
+                    timeout = 0.0
+                out[words[0]] = (words[2], timeout)
         return out
 
     def reconfigure(self, config: str) -> None:

@@ -68,8 +68,9 @@ class Lab:
         self.spk.start_speaker(node, "--bgp-workdir", str(self.work / node), wait=False)
 
     def bfd_up(self, nodes: set[str]) -> bool:
-        sessions = self.router.bfd_sessions()
-        return all(sessions.get(NODES[n]) == "Up" for n in nodes)
+        """Up at the router, with the profile's timers in force (the Poll Sequence after Up is over)."""
+        sessions = self.router.bfd_detail()
+        return all(sessions.get(NODES[n]) == ("Up", 0.9) for n in nodes)
 
     def kill(self, node: str) -> None:
         """The node dies: its link goes down, then every process in its namespace is SIGKILLed."""

@@ -73,10 +73,21 @@ def test_states_restart_and_a_silent_stop(peer_and_daemon) -> None:  # type: ign
     wait(lambda: daemon.pid() not in (None, first) and daemon.sessions()[OURS].state == "up", what="restarted")
     assert daemon.starts == 2
 
+    # The fast timers in force on both ends (the Poll Sequence after Up is over): detection is 150 ms.
+    def fast() -> bool:
+        with lock:
+            return peer.sessions()[THEIRS].detection_time_ms == 150.0
+
+    wait(fast, what="fast timers at the peer")
     daemon.stop()
     with lock:
         theirs = peer.sessions()[THEIRS]
-    wait(lambda: (lambda s: s.state == "down")(peer.sessions()[THEIRS]), timeout=2, what="peer down")
+
+    def peer_down() -> bool:
+        with lock:
+            return peer.sessions()[THEIRS].state == "down"
+
+    wait(peer_down, timeout=2, what="peer down")
     with lock:
         assert peer.sessions()[THEIRS].diag == "detection-time-expired"  # no AdminDown was sent
     assert theirs.state == "up"

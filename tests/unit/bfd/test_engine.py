@@ -96,6 +96,8 @@ def test_sessions_come_up_and_go_down_on_silence(pair) -> None:  # type: ignore[
     # b back, then b's process gone without a word (closed sockets): a times out.
     b.call(b.engine.configure, [SessionSpec(B_TO_A, FAST)])
     wait(lambda: state(a, A_TO_B) == "up")
+    # b's fast timers in force at a (the Poll Sequence after Up is over): a's detection time is 150 ms.
+    wait(lambda: a.call(a.engine.sessions)[A_TO_B].detection_time_ms == 150.0)
     b.stop.set()
     b.thread.join(5)
     stopped = time.monotonic()
