@@ -42,7 +42,7 @@ from lbspeaker.kube.rest import JSON, ApiError, Rest, path_for
 from lbspeaker.kube.timefmt import parse_time
 from lbspeaker.objects import NodeView, ServiceView, is_load_balancer, node_view, services_from_cache, status_ips
 from lbspeaker.speaker import eligibility, layer2
-from lbspeaker.speaker.lease import Link, speaker_lease
+from lbspeaker.speaker.lease import BFD_ANNOTATION, Link, parse_bfd_annotation, speaker_lease
 
 REPORT_REASON = "nodeAssigned"
 REPORT_SOURCE = "lbspeaker-speaker"
@@ -358,7 +358,23 @@ def render(state: ClusterState, *, config_name: str = "config", lb_class: str | 
     out += ["", table(rows), "", SOURCE_NOTE]
     if state.events_problem:
         out.append(state.events_problem)
+    bfd = bfd_sessions(state.leases)
+    if bfd:
+        out += ["", table([["NODE", "BFD PEER", "STATE"], *bfd]),
+                "BFD: as each speaker last wrote it in its Lease (at its next renewal after a change)"]
     return "\n".join(out)
+
+
+def bfd_sessions(leases: Iterable[JSON]) -> list[list[str]]:
+    """(node, peer, state) of every BFD session the speakers publish in their Leases."""
+    rows: list[list[str]] = []
+    for lease in leases:
+        view = speaker_lease(lease)
+        if view is None or view.left:
+            continue
+        text = str(((lease.get("metadata") or {}).get("annotations") or {}).get(BFD_ANNOTATION) or "")
+        rows += [[view.node, peer, st] for peer, st in sorted(parse_bfd_annotation(text).items())]
+    return sorted(rows)
 
 
 def _canonical(ip: str) -> str:

@@ -7,7 +7,8 @@ running, its sessions configured, and every session announcing the routes of its
 Modules: ``model`` (data), ``routes`` (desired routes, diffing), ``commands`` (API command lines),
 ``config_render`` (ExaBGP config and env), ``messages`` (ExaBGP's JSON), ``supervisor`` (the ExaBGP
 process, reloads, replay), ``api_link`` (the relay's socket), ``relay`` / ``launch`` (tiny helper
-programs ExaBGP and the supervisor run), ``addressing`` (local address towards a peer).
+programs ExaBGP and the supervisor run), ``exabgp_main`` (ExaBGP plus the keepalive-time setting),
+``addressing`` (local address towards a peer), ``workdir`` (one speaker per work directory).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lbspeaker.bgp.addressing import local_address_for
 from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer, PeerId, ResolvedPeer, SessionState
 from lbspeaker.bgp.routes import merge_routes, routes_for, routes_for_peer
 from lbspeaker.bgp.supervisor import Supervisor
+from lbspeaker.bgp.workdir import WorkdirBusy, lock_workdir
 
 __all__ = [
     "AdvSpec",
@@ -29,6 +31,8 @@ __all__ = [
     "BgpPeer",
     "BgpSpeaker",
     "SessionState",
+    "WorkdirBusy",
+    "lock_workdir",
     "routes_for",
 ]
 
@@ -73,6 +77,7 @@ class BgpSpeaker:
         )
 
     def start(self) -> None:
+        """Start supervising ExaBGP; ``WorkdirBusy`` when another speaker uses the work directory."""
         self._supervisor.start()
 
     def stop(self, graceful: bool) -> None:

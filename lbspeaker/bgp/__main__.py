@@ -29,6 +29,7 @@ from typing import Any
 
 from lbspeaker.bgp import BgpSpeaker
 from lbspeaker.bgp.model import Advertisement, BgpPeer, SessionState
+from lbspeaker.bgp.workdir import WorkdirBusy
 
 _PEER_KEYS = {
     "asn": ("peer_asn", int),
@@ -156,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
 
     apply()
-    speaker.start()
+    try:
+        speaker.start()
+    except WorkdirBusy as exc:
+        logging.error("%s", exc)
+        return 2
     last = ""
     while not stop.is_set():
         stop.wait(0.2)

@@ -15,6 +15,10 @@ What ExaBGP 5.0.15 does with these settings (read from its source and checked on
   send End-of-RIB ourselves once the routes of a freshly established session are queued.
 - ``api { send { parsed; update; } }`` reports each UPDATE ExaBGP writes to a peer, which is how we
   count updates, know which prefixes reached the wire, and know when withdrawals have gone out.
+- ``capability { route-refresh; }`` (RFC 2918): a router may ask for all our routes again, to apply a
+  changed import policy without resetting the session. ExaBGP answers from its adj-rib-out.
+- ``keepalive-time`` is ours, not ExaBGP's: ``exabgp_main`` adds it (ExaBGP alone sends keepalives
+  every third of the hold time, whatever the peer's keepalive-time says).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ def _neighbor(resolved: ResolvedPeer, graceful_restart_time: int, host_name: str
         f"peer-as {peer.peer_asn};",
         f"hold-time {round(peer.hold_time)};",
     ]
+    if peer.keepalive_time is not None:
+        # Not an ExaBGP setting: exabgp_main.py, which the supervisor runs, adds it.
+        body.append(f"keepalive-time {round(peer.keepalive_time)};")
     if peer.peer_port != 179:
         body.append(f"connect {peer.peer_port};")
     if not peer.ibgp:
@@ -98,6 +105,9 @@ def _neighbor(resolved: ResolvedPeer, graceful_restart_time: int, host_name: str
             "manual-eor true;",
             "capability {",
             f"    graceful-restart {graceful_restart_time};",
+            # Lets the router ask for our routes again (soft reset of its inbound policy); ExaBGP
+            # answers from the adj-rib-out it keeps anyway.
+            "    route-refresh enable;",
             "}",
             "family {",
             f"    {family};",

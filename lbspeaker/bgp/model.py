@@ -53,8 +53,8 @@ def _check_asn(name: str, value: int) -> None:
 class BgpPeer:
     """One BGP session this node must keep. The password never appears in ``repr``.
 
-    ``keepalive_time`` is accepted for completeness but ExaBGP 5 has no setting for it: it sends
-    keepalives every hold-time / 3, which is also what the BGP RFC recommends.
+    ``keepalive_time``: seconds between keepalives (None: a third of the negotiated hold time). It
+    must be shorter than a non-zero hold time; ExaBGP learns it from ``exabgp_main``.
     """
 
     peer_address: str
@@ -85,6 +85,13 @@ class BgpPeer:
             raise ValueError(f"peer-port {self.peer_port} is out of range")
         if self.hold_time != 0 and not 3 <= self.hold_time <= _U16:
             raise ValueError(f"hold-time {self.hold_time} must be 0 or between 3 and 65535 seconds")
+        if self.keepalive_time is not None and not (
+            self.keepalive_time == 0 if self.hold_time == 0 else 0 < self.keepalive_time < self.hold_time
+        ):
+            raise ValueError(
+                f"keepalive-time {self.keepalive_time} must be shorter than hold-time {self.hold_time} "
+                "and not 0 (0 only with hold-time 0)"
+            )
         if self.password is not None and not 0 < len(self.password.encode()) <= 80:
             # RFC 2385 keys are at most 80 bytes; Linux refuses longer ones.
             raise ValueError(f"password of peer {self.peer_address} must be 1 to 80 bytes long")

@@ -12,8 +12,18 @@ through ``update`` and read sessions and counters, all under one lock.
   queued until it comes up, which could block reloads for good. When a session comes up we send
   what its adj-rib-out lacks and then End-of-RIB (``manual-eor``), so a router that kept our routes
   through a graceful restart keeps them until the replay is complete.
-- ExaBGP keeps each neighbour's adj-rib-out across session flaps and reloads, keyed by the
-  neighbour's name, so ``_rib`` remembers what it holds per ``PeerId`` for the life of the process.
+- ExaBGP keeps each neighbour's adj-rib-out across session flaps and across reloads that keep the
+  neighbour (keyed by its name), and replays it when a session comes back, so ``_rib`` remembers
+  what it holds per ``PeerId``. A reload that drops a neighbour makes ExaBGP forget that RIB: a
+  later neighbour of the same name starts empty. So the view of a neighbour is dropped as soon as a
+  loaded configuration no longer has it (``_exa_peers``), and a peer that comes back gets every
+  route again instead of just End-of-RIB.
+- A peer on its way out (removed, de-selected, renumbered) that is established is retired before
+  the reload drops it: its routes are withdrawn and the withdrawals confirmed on the wire. ExaBGP
+  then closes the session without a NOTIFICATION (it never sends a Cease once graceful restart is
+  negotiated), which would leave every path at the router as graceful-restart stale for the restart
+  time: withdrawn, there is none left. Bounded by ``retire_timeout``: a peer that does not confirm
+  does not hold the other peers' changes up.
 - A peer change rewrites the config and sends SIGUSR1: ExaBGP re-creates only neighbours whose
   definition changed. A reload is confirmed by ExaBGP's "loaded new configuration" log line; without
   it the signal is repeated and, after ``reload_attempts``, ExaBGP is restarted (routes survive at
@@ -47,6 +57,7 @@ from lbspeaker.bgp.commands import diff_commands, eor_command
 from lbspeaker.bgp.messages import Ack, MessageError, StateChange, UpdateSent, parse_line, reload_outcome
 from lbspeaker.bgp.model import Advertisement, PeerId, ResolvedPeer, SessionState, SessionStateName
 from lbspeaker.bgp.routes import apply_diff, diff_routes
+from lbspeaker.bgp.workdir import lock_workdir
 
 log = logging.getLogger(__name__)
 exabgp_log = logging.getLogger("lbspeaker.bgp.exabgp")
@@ -54,12 +65,18 @@ exabgp_log = logging.getLogger("lbspeaker.bgp.exabgp")
 _HERE = Path(__file__).resolve().parent
 RELAY_SCRIPT = _HERE / "relay.py"
 LAUNCH_SCRIPT = _HERE / "launch.py"
-DEFAULT_EXABGP_ARGV: tuple[str, ...] = (sys.executable, "-m", "exabgp")
+EXABGP_MAIN = _HERE / "exabgp_main.py"
+# ExaBGP plus the keepalive-time setting (see exabgp_main).
+DEFAULT_EXABGP_ARGV: tuple[str, ...] = (sys.executable, "-I", str(EXABGP_MAIN))
 
 _STATE_NAMES: dict[str, SessionStateName] = {"connected": "connected", "up": "established", "down": "down"}
 _START_TIMEOUT = 20.0
 _KILL_AFTER = 5.0
 _MAX_SELECT = 0.5
+
+
+def _names(pids: frozenset[PeerId]) -> str:
+    return ", ".join(sorted(pid.peer_address for pid in pids))
 
 
 class Backoff:
@@ -87,6 +104,15 @@ class _Reload:
     deadline: float
     attempts: int
     at_start: bool
+    peers: frozenset[PeerId]  # the neighbours of ``text``
+
+
+@dataclass
+class _Retire:
+    """Established neighbours the next reload drops, while their routes are being withdrawn."""
+
+    pids: frozenset[PeerId]
+    deadline: float
 
 
 class Supervisor:
@@ -106,6 +132,7 @@ class Supervisor:
         reload_timeout: float = 2.0,
         reload_attempts: int = 5,
         drain_timeout: float = 3.0,
+        retire_timeout: float = 2.0,
     ) -> None:
         self.workdir = Path(workdir)
         self._node_name = node_name
@@ -116,6 +143,7 @@ class Supervisor:
         self._reload_timeout = reload_timeout
         self._reload_attempts = reload_attempts
         self._drain_timeout = drain_timeout
+        self._retire_timeout = retire_timeout
 
         self._lock = threading.Lock()
         # Shared with other threads (under _lock).
@@ -145,6 +173,8 @@ class Supervisor:
         self._rendered_version = -1
         self._rendered = ""
         self._rib: dict[PeerId, dict[str, Advertisement]] = {}
+        self._exa_peers: frozenset[PeerId] = frozenset()  # the neighbours of ExaBGP's loaded config
+        self._retire: _Retire | None = None
         self._established: set[PeerId] = set()
         self._need_eor: set[PeerId] = set()
         self._dirty = False
@@ -157,10 +187,11 @@ class Supervisor:
     # ---- public API (any thread) ----
 
     def start(self) -> None:
-        """Listen for the relay and start the supervisor thread (which starts ExaBGP)."""
+        """Lock the work directory, listen for the relay and start the supervisor thread (which starts
+        ExaBGP). Raises ``WorkdirBusy`` when another speaker holds the work directory."""
         if self._thread is not None:
             raise RuntimeError("supervisor already started")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        lock_workdir(self.workdir)  # WorkdirBusy when another speaker works there
         self._link = ApiLink(self._selector, self.workdir)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._run, name="bgp-supervisor", daemon=True)
@@ -302,6 +333,8 @@ class Supervisor:
             deadlines.append(self._drain_deadline)
         if self._kill_deadline is not None:
             deadlines.append(self._kill_deadline)
+        if self._retire is not None:
+            deadlines.append(self._retire.deadline)
         hello = self._api.next_deadline()
         if hello is not None:
             deadlines.append(hello)
@@ -393,7 +426,9 @@ class Supervisor:
         self._proc_started = now
         self._stderr_buf = b""
         self._applied = None
-        self._reload = _Reload(text=text, deadline=now + _START_TIMEOUT, attempts=1, at_start=True)
+        self._reload = _Reload(
+            text=text, deadline=now + _START_TIMEOUT, attempts=1, at_start=True, peers=frozenset(peers)
+        )
         with self._lock:
             self._pid = proc.pid
             self._stats["exabgp_starts"] += 1
@@ -443,6 +478,8 @@ class Supervisor:
         self._api.disconnect()
         self._api.drop_pending()
         self._rib.clear()
+        self._exa_peers = frozenset()
+        self._retire = None
         self._established.clear()
         self._need_eor.clear()
         self._reload = None
@@ -480,11 +517,44 @@ class Supervisor:
         if self._kill_deadline is not None:
             return
         text = self._render(peers, version)
-        if self._applied is not None and text != self._applied:
-            self._write_private("exabgp.conf", text)
-            self._reload = _Reload(text=text, deadline=now + self._reload_timeout, attempts=1, at_start=False)
-            self._reload_signal()
-            log.info("peers changed; asked ExaBGP to reload its configuration")
+        if self._applied is None or text == self._applied:
+            self._retire = None
+            return
+        if not self._retired(peers, now):
+            return
+        self._write_private("exabgp.conf", text)
+        self._reload = _Reload(
+            text=text, deadline=now + self._reload_timeout, attempts=1, at_start=False, peers=frozenset(peers)
+        )
+        self._reload_signal()
+        log.info("peers changed; asked ExaBGP to reload its configuration")
+
+    def _retired(self, peers: Mapping[PeerId, ResolvedPeer], now: float) -> bool:
+        """Whether the established neighbours the next reload drops have had every route withdrawn,
+        confirmed on the wire (or ran out of time)."""
+        leaving = frozenset(pid for pid in self._exa_peers if pid not in peers and pid in self._established)
+        retire = self._retire
+        if not leaving:
+            self._retire = None
+            return True
+        if retire is None or not leaving <= retire.pids:
+            # Newly leaving peers (re)start the clock; _reconcile sends their withdrawals.
+            self._retire = _Retire(pids=leaving, deadline=now + self._retire_timeout)
+            self._dirty = True
+            log.info("withdrawing every route from %s before removing the session", _names(leaving))
+            return False
+        retire.pids = leaving  # those that went down meanwhile are done with
+        with self._lock:
+            on_wire = any(self._on_wire.get(pid) for pid in leaving)
+        if not on_wire and not any(self._rib.get(pid) for pid in leaving):
+            self._retire = None
+            return True
+        if now >= retire.deadline:
+            log.warning("withdrawals to %s not confirmed within %.1f s; removing the session anyway",
+                        _names(leaving), self._retire_timeout)
+            self._retire = None
+            return True
+        return False
 
     def _reload_signal(self) -> None:
         with self._lock:
@@ -546,11 +616,27 @@ class Supervisor:
         self._reload = None
         self._applied = reload.text
         self._dirty = True
+        if ok:
+            self._adopt(reload.peers)
         with self._lock:
             if not reload.at_start:
                 self._stats["reloads" if ok else "reload_failures"] += 1
         if not ok:
             log.error("ExaBGP refused the configuration (see its messages above); it keeps the previous one")
+
+    def _adopt(self, loaded: frozenset[PeerId]) -> None:
+        """ExaBGP now runs the neighbours ``loaded``: forget what dropped neighbours held.
+
+        ExaBGP deletes the RIB of a neighbour its new configuration lacks; one of the same name that
+        comes back later starts empty, so it must be sent every route again, not only End-of-RIB.
+        """
+        for pid in self._exa_peers - loaded:
+            self._rib.pop(pid, None)
+            self._established.discard(pid)
+            self._need_eor.discard(pid)
+            with self._lock:
+                self._on_wire.pop(pid, None)
+        self._exa_peers = loaded
 
     # ---- API connection ----
 
@@ -654,18 +740,19 @@ class Supervisor:
         self._dirty = False
         lines: list[str] = []
         announced = withdrawn = 0
+        retiring = self._retire.pids if self._retire is not None else frozenset()
         for pid in sorted(self._established):
             resolved = peers.get(pid)
-            if resolved is None:
-                # An old definition on its way out of ExaBGP: leave it alone.
+            if resolved is None and pid not in retiring:
+                # An old definition on its way out of ExaBGP, already done with: leave it alone.
                 continue
             held = self._rib.setdefault(pid, {})
-            diff = diff_routes(desired.get(pid, {}), held)
+            diff = diff_routes(desired.get(pid, {}) if resolved is not None else {}, held)
             lines.extend(diff_commands(pid, diff))
             apply_diff(held, diff)
             announced += len(diff.announce)
             withdrawn += len(diff.withdraw)
-            if pid in self._need_eor:
+            if pid in self._need_eor and resolved is not None:
                 self._need_eor.discard(pid)
                 lines.append(eor_command(pid, resolved.peer.family))
         if lines:

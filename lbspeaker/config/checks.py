@@ -85,6 +85,11 @@ def check_peer(peer: Located[Peer], bfd_profiles: Collection[str]) -> list[str]:
                 f"{peer.at('keepalive-time')}: {format_seconds(p.keepalive_time)} but hold-time is 0 "
                 "(keepalives disabled); set keepalive-time to 0 or remove it"
             )
+        elif p.hold_time > 0 and p.keepalive_time == 0:
+            errors.append(
+                f"{peer.at('keepalive-time')}: 0s sends no keepalives, so the peer would drop the session "
+                f"after hold-time {format_seconds(p.hold_time)}; use a value shorter than hold-time"
+            )
         elif p.hold_time > 0 and p.keepalive_time >= p.hold_time:
             errors.append(
                 f"{peer.at('keepalive-time')}: {format_seconds(p.keepalive_time)} must be shorter than "

@@ -209,8 +209,18 @@ def selects(selectors: Sequence[NodeSelector], labels: Mapping[str, str]) -> boo
     return not selectors or any(s.matches(labels) for s in selectors)
 
 
+# MetalLB's defaults for the fields a bfd profile leaves out.
+BFD_DEFAULT_INTERVAL_MS = 300
+BFD_DEFAULT_MULTIPLIER = 3
+BFD_DEFAULT_MINIMUM_TTL = 254
+
+
 class BfdProfile(_Model):
-    """Accepted for MetalLB v0.12 compatibility and checked, but BFD itself is not supported."""
+    """BFD timers for the peers naming this profile (MetalLB's fields; the defaults are above).
+
+    Echo mode is not supported: a profile asking for it still runs asynchronous mode, and
+    ``config check`` says so.
+    """
 
     name: Name
     receive_interval: Annotated[Int, Field(ge=10, le=60000)] | None = None

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lbspeaker.config.models import AddressPool, BgpAdvertisement, Config, NodeSelector, Peer
+from lbspeaker.config.models import (
+    BFD_DEFAULT_INTERVAL_MS,
+    BFD_DEFAULT_MINIMUM_TTL,
+    BFD_DEFAULT_MULTIPLIER,
+    AddressPool,
+    BfdProfile,
+    BgpAdvertisement,
+    Config,
+    NodeSelector,
+    Peer,
+)
 from lbspeaker.config.values import format_seconds
 
 
@@ -76,8 +86,25 @@ def _peer(peer: Peer) -> str:
         parts.append("password set (hidden)")
     if peer.password_secret is not None:
         parts.append(f"password from Secret {peer.password_secret.name} key {peer.password_secret.key}")
+    if peer.bfd_profile is not None:
+        hops = "multihop, UDP 4784" if peer.ebgp_multihop else "single hop, UDP 3784"
+        parts.append(f"BFD profile {peer.bfd_profile} ({hops})")
     parts.append(f"from {_nodes(peer.node_selectors)}")
     return f"  {_endpoint(peer)}: {', '.join(parts)}"
+
+
+def _bfd(profile: BfdProfile) -> str:
+    rx = profile.receive_interval or BFD_DEFAULT_INTERVAL_MS
+    tx = profile.transmit_interval or BFD_DEFAULT_INTERVAL_MS
+    mult = profile.detect_multiplier or BFD_DEFAULT_MULTIPLIER
+    parts = [
+        f"receive {rx} ms",
+        f"transmit {tx} ms",
+        f"multiplier {mult} (peer down after {rx * mult} ms or more of silence)",
+        f"passive {_yes(profile.passive_mode)}",
+        f"minimum TTL {profile.minimum_ttl or BFD_DEFAULT_MINIMUM_TTL} (multihop)",
+    ]
+    return f"  {profile.name}: {', '.join(parts)}"
 
 
 def _endpoint(peer: Peer) -> str:
@@ -91,16 +118,17 @@ def notes(cfg: Config) -> list[str]:
     if not cfg.address_pools:
         out.append("no address pools: no Service will get an external IP")
     for peer in cfg.peers:
-        if peer.bfd_profile is not None:
-            out.append(f"BFD is not supported: bfd-profile {peer.bfd_profile!r} of peer {_endpoint(peer)} is ignored")
         if peer.source_address and not peer.node_selectors:
             out.append(
                 f"peer {_endpoint(peer)} sets source-address {peer.source_address} but peers from every node; "
                 "a source address usually exists on one node only"
             )
-    if cfg.bfd_profiles:
-        names = ", ".join(p.name for p in cfg.bfd_profiles)
-        out.append(f"BFD is not supported: bfd-profiles ({names}) are accepted but ignored")
+    for profile in cfg.bfd_profiles:
+        if profile.echo_mode:
+            out.append(
+                f"bfd profile {profile.name!r}: echo-mode is not supported; its sessions run in asynchronous "
+                "mode only (echo-interval is ignored)"
+            )
     if any(p.protocol == "bgp" for p in cfg.address_pools) and not cfg.peers:
         out.append("bgp pools are configured but no peers: their addresses are assigned but not announced")
     return out
@@ -115,6 +143,9 @@ def summarize(cfg: Config) -> str:
     lines += [_peer(p) for p in cfg.peers]
     if cfg.bgp_communities:
         lines.append("bgp communities: " + ", ".join(f"{k}={v}" for k, v in cfg.bgp_communities.items()))
+    if cfg.bfd_profiles:
+        lines.append(f"bfd profiles ({len(cfg.bfd_profiles)}):")
+        lines += [_bfd(p) for p in cfg.bfd_profiles]
     found = notes(cfg)
     if found:
         lines.append("notes:")

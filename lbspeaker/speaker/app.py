@@ -444,6 +444,8 @@ class Speaker:
         addr = self._heartbeat_addr()
         if addr:
             out[HEARTBEAT_ANNOTATION] = addr
+        if self.bgp is not None:
+            out.update(self.bgp.announcer.lease_annotations())  # BFD session states, for `lbspeaker status`
         return out
 
     def _heartbeat_addr(self) -> str | None:

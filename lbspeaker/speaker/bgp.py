@@ -6,9 +6,12 @@ snapshot (config, this Node's view, Secret values, Service views) and hands the 
 
 Peers (``peers_for_node``): the config peers whose ``node-selectors`` match this node (no selectors:
 every node), as ``BgpPeer``. The router id defaults to the node's IPv4 address; the password comes
-from ``password`` or from the Secret key ``password-secret`` names. A peer whose password cannot be
-had (Secret or key missing, unusable value) is left out and reported: a session opened without the
-password it was configured with would be refused by the router or, worse, accepted unauthenticated.
+from ``password`` or from the Secret key ``password-secret`` names. When that password cannot be had
+(Secret or key missing, unusable value), the peer keeps its last good definition, so a Secret
+deleted and recreated, or a typo in a Secret name, leaves a working session alone (as a broken
+ConfigMap leaves the last good configuration); it is reported either way. A peer that never had a
+good definition is left out: a session opened without the password it was configured with would be
+refused by the router or, worse, accepted unauthenticated.
 
 Routes (``node_routes``): for each Service we handle (same ``loadBalancerClass`` rule as the
 controller), each status IP that lies in a ``bgp`` pool is announced from this node when
@@ -23,6 +26,12 @@ controller), each status IP that lies in a ``bgp`` pool is announced from this n
 Services sharing an IP announce it only when every one of them may be announced from this node, the
 same intersection rule the layer2 election uses (``speaker.layer2``). IPs of layer2 pools, and
 IPs in no pool, are not this module's business and are skipped.
+
+BFD (``bfd_sessions_for_node``): one session per peer this node keeps whose config names a
+``bfd-profile``, from the same local address as the BGP session (so the router pairs the two), with
+the profile's timers (MetalLB's defaults for what it leaves out: 300 ms, 300 ms, x3, minimum TTL
+254), single hop, or multihop for ``ebgp-multihop`` peers. Echo mode is not supported: such a profile
+runs asynchronous mode, and that is reported.
 """
 
 from __future__ import annotations
@@ -33,13 +42,24 @@ import contextlib
 import functools
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer
+from lbspeaker.bfd import SessionKey, SessionSpec, Timers
+from lbspeaker.bgp import WorkdirBusy
+from lbspeaker.bgp.addressing import local_address_for
+from lbspeaker.bgp.model import Advertisement, AdvSpec, BgpPeer, normalize_ip
 from lbspeaker.bgp.routes import merge_routes, routes_for
 from lbspeaker.config import Config
-from lbspeaker.config.models import AddressPool, BgpAdvertisement, Peer, selects
+from lbspeaker.config.models import (
+    BFD_DEFAULT_INTERVAL_MS,
+    BFD_DEFAULT_MINIMUM_TTL,
+    BFD_DEFAULT_MULTIPLIER,
+    AddressPool,
+    BgpAdvertisement,
+    Peer,
+    selects,
+)
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.objects import NodeView, ServiceView
 from lbspeaker.speaker import eligibility
@@ -62,12 +82,15 @@ def peers_for_node(
     node_labels: Mapping[str, str],
     secrets: SecretValues,
     node_ipv4: str | None,
+    last_good: Mapping[str, BgpPeer] | None = None,
 ) -> tuple[list[BgpPeer], list[str]]:
-    """The peers this node keeps sessions with, and the problems that left configured peers out.
+    """The peers this node keeps sessions with, and the problems met on the way (with what was done).
 
     ``secrets`` maps (Secret name, key) to the decoded value, for Secrets in the lbspeaker namespace.
     ``node_ipv4`` is the node's IPv4 address, the router id of peers without ``router-id``; None (or
     not an IPv4 address) leaves the choice to the BGP layer (the session's local IPv4 address).
+    ``last_good`` (peer address -> the peer as last used) stands in for a peer whose Secret cannot
+    supply its password; without an entry, that peer is left out.
     Problem messages name the peer, the Secret and the key, never the password. ``node_name`` is not
     needed for the selection (labels decide) and is accepted for symmetry with ``node_routes``.
     """
@@ -79,7 +102,12 @@ def peers_for_node(
             continue
         password, problem = _password(peer, secrets)
         if problem is not None:
-            problems.append(f"peer {peer.peer_address}: {problem}")
+            kept = (last_good or {}).get(normalize_ip(peer.peer_address))
+            if kept is not None:
+                peers.append(kept)
+                problems.append(f"peer {peer.peer_address}: {problem}; {KEPT}")
+            else:
+                problems.append(f"peer {peer.peer_address}: {problem}; {LEFT_OUT}")
             continue
         try:
             peers.append(
@@ -98,8 +126,60 @@ def peers_for_node(
             )
         except ValueError as exc:
             # BgpPeer's messages never include the password (its length check names only the peer).
-            problems.append(f"peer {peer.peer_address}: {exc}")
+            problems.append(f"peer {peer.peer_address}: {exc}; {LEFT_OUT}")
     return peers, problems
+
+
+LEFT_OUT = "that peer is left out"
+KEPT = "keeping its session with the last good password"
+
+
+# -- BFD ---------------------------------------------------------------------------------------------
+
+
+def bfd_sessions_for_node(
+    cfg: Config,
+    node_labels: Mapping[str, str],
+    peers: Sequence[BgpPeer],
+    resolve_local: Callable[[BgpPeer], str] = local_address_for,
+) -> tuple[list[SessionSpec], list[str]]:
+    """The BFD sessions this node runs for its BGP ``peers`` (as ``peers_for_node`` gave them), and the
+    problems met (profile asks for echo mode; no local address towards a peer).
+
+    The config entry of a peer is the first one for its address that selects this node, the one the
+    BGP layer uses too. ``resolve_local`` picks the local address the BGP session uses (source-address,
+    else the kernel's choice towards the peer).
+    """
+    profiles = {p.name: p for p in cfg.bfd_profiles}
+    entries: dict[str, Peer] = {}
+    for entry in cfg.peers:
+        if selects(entry.node_selectors, node_labels):
+            entries.setdefault(normalize_ip(entry.peer_address), entry)
+    specs: list[SessionSpec] = []
+    problems: list[str] = []
+    for peer in peers:
+        conf = entries.get(peer.peer_address)
+        profile = profiles.get(conf.bfd_profile) if conf is not None and conf.bfd_profile else None
+        if profile is None:
+            continue
+        if profile.echo_mode:
+            problems.append(f"bfd profile {profile.name} of peer {peer.peer_address}: echo-mode is not supported; "
+                            "running asynchronous mode only")
+        try:
+            local = resolve_local(peer)
+        except OSError as exc:
+            problems.append(f"peer {peer.peer_address}: no BFD session, no local address towards it: "
+                            f"{exc.strerror or exc}")
+            continue
+        timers = Timers(
+            desired_min_tx=(profile.transmit_interval or BFD_DEFAULT_INTERVAL_MS) * 1000,
+            required_min_rx=(profile.receive_interval or BFD_DEFAULT_INTERVAL_MS) * 1000,
+            detect_mult=profile.detect_multiplier or BFD_DEFAULT_MULTIPLIER,
+            passive=profile.passive_mode,
+        )
+        key = SessionKey(peer=peer.peer_address, local=local, multihop=peer.ebgp_multihop)
+        specs.append(SessionSpec(key=key, timers=timers, minimum_ttl=profile.minimum_ttl or BFD_DEFAULT_MINIMUM_TTL))
+    return specs, problems
 
 
 def _password(peer: Peer, secrets: SecretValues) -> tuple[str | None, str | None]:
@@ -255,8 +335,9 @@ class BgpProtocol:
         self.node = node
         self.announcer = announcer
         self.recorder = recorder
-        self._problems: tuple[str, ...] = ()
+        self._problems: tuple[tuple[str, str], ...] = ()
         self._error: str | None = None
+        self._good: dict[str, BgpPeer] = {}  # peer address -> the peer as last handed to the BGP layer
 
     def reconcile(self, snap: Snapshot, changes: Changes) -> None:
         """One BGP pass; never raises (BGP trouble must not stop layer2)."""
@@ -276,32 +357,45 @@ class BgpProtocol:
         own = snap.own
         labels: Mapping[str, str] = own.labels if own is not None else {}
         peers: list[BgpPeer] = []
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []  # (Event reason, message)
+        bfd: list[SessionSpec] = []
         cfg = snap.config
         if cfg is not None:
             secrets = {(name, key): value for name, values in snap.secrets.items() for key, value in values.items()}
-            peers, problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own))
-        self._report(problems, snap.config_map)
+            peers, peer_problems = peers_for_node(cfg, self.node, labels, secrets, node_ipv4(own), self._good)
+            problems += [("BGPPeerKept" if p.endswith(KEPT) else "BGPPeerSkipped", p) for p in peer_problems]
+            bfd, bfd_problems = bfd_sessions_for_node(cfg, labels, peers)
+            problems += [("BFDProblem", p) for p in bfd_problems]
+        self._good = {p.peer_address: p for p in peers}
         # Liveness is trivially true for ourselves; an unknown or excluded Node announces nothing.
         eligible = own is not None and eligibility.excluded(own) is None
         routes, per_service = node_routes(cfg, self.node, snap.services.values(), eligible, node_labels=labels)
-        for key, message in self.announcer.update(peers, routes, per_service):
+        try:
+            started = self.announcer.update(peers, routes, per_service)
+            self.announcer.set_bfd(bfd)
+        except WorkdirBusy as exc:
+            # Another speaker works in our --bgp-workdir: no BGP here until it is free (tried again on
+            # every change); layer2 goes on.
+            started = []
+            problems.append(("BGPWorkdirBusy", f"{exc}; BGP does not run on this node until it is free"))
+        self._report(problems, snap.config_map)
+        for key, message in started:
             svc = snap.raw_service(key)
             if svc is not None and self.recorder is not None:
                 self.recorder.record(svc, "Normal", "nodeAssigned", message)
         self.announcer.refresh_metrics()
 
-    def _report(self, problems: Sequence[str], config_map: JSON | None) -> None:
+    def _report(self, problems: Sequence[tuple[str, str]], config_map: JSON | None) -> None:
         current = tuple(sorted(problems))
         if current == self._problems:
             return
-        for problem in current:
-            if problem in self._problems:
+        for reason, problem in current:
+            if (reason, problem) in self._problems:
                 continue
-            log.error("BGP %s; that peer is left out", problem)
+            error = reason in ("BGPPeerSkipped", "BGPWorkdirBusy")
+            log.log(logging.ERROR if error else logging.WARNING, "BGP %s", problem)
             if self.recorder is not None and config_map is not None:
-                self.recorder.record(config_map, "Warning", "BGPPeerSkipped",
-                                     f"node {self.node}: {problem}; that peer is left out")
+                self.recorder.record(config_map, "Warning", reason, f"node {self.node}: {problem}")
         self._problems = current
 
     def stop(self, graceful: bool) -> None:

@@ -1,10 +1,14 @@
-"""Thin adapter between the speaker's reconcile and the BGP layer: pushes ``speaker.bgp``'s results into a
-``BgpSpeaker`` when they change, tells which Services newly started being announced, and keeps this
-node's BGP Prometheus metrics.
+"""Thin adapter between the speaker's reconcile and the BGP and BFD layers: pushes ``speaker.bgp``'s results
+into a ``BgpSpeaker`` and a ``BfdDaemon`` when they change, tells which Services newly started being
+announced, and keeps this node's BGP and BFD Prometheus metrics.
 
 The ``BgpSpeaker`` (and so ExaBGP) is created and started lazily, on the first update that has a peer:
-a node of a layer2-only cluster never runs ExaBGP. The speaker is made by a factory so that tests can
-inject a fake one.
+a node of a layer2-only cluster never runs ExaBGP. Likewise the BFD process starts with the first peer
+that has a bfd-profile. Both are made by factories so that tests can inject fakes.
+
+BFD states reach the metrics as they happen (from the BFD daemon's thread), and ``lease_annotations``
+gives them to the speaker's Lease (``lbspeaker.io/bfd``, see ``speaker.bgp.format_bfd_annotation``),
+where ``lbspeaker status`` reads them.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Protocol
 
 from prometheus_client import Counter, Gauge
 
-from lbspeaker.bgp import BgpSpeaker
+from lbspeaker.bfd import BfdDaemon, SessionKey, SessionSpec, SessionStatus
+from lbspeaker.bgp import BgpSpeaker, lock_workdir
 from lbspeaker.bgp.model import Advertisement, BgpPeer, SessionState
 from lbspeaker.bgp.routes import merge_routes
+from lbspeaker.speaker.lease import BFD_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,12 @@ SESSION_UP = Gauge("lbspeaker_speaker_bgp_session_up", "1 while the BGP session 
 PREFIXES_ANNOUNCED = Gauge("lbspeaker_speaker_bgp_announced_prefixes",
                            "Prefixes sent to the peer and not withdrawn since", ["peer"])
 UPDATES_SENT = Counter("lbspeaker_speaker_bgp_updates_sent", "BGP UPDATE messages sent to peers")
+BFD_SESSION_UP = Gauge("lbspeaker_speaker_bfd_session_up", "1 while the BFD session with the peer is Up", ["peer"])
+BFD_SESSION_DOWNS = Counter("lbspeaker_speaker_bfd_session_downs",
+                            "Times the BFD session with the peer went from Up to Down", ["peer"])
+BFD_PACKETS_DROPPED = Counter("lbspeaker_speaker_bfd_packets_dropped",
+                              "Received BFD packets dropped, by reason (ttl, address, no_session, malformed ...)",
+                              ["reason"])
 
 
 class SpeakerLike(Protocol):
@@ -51,15 +63,46 @@ class SpeakerLike(Protocol):
 SpeakerFactory = Callable[[], SpeakerLike]
 
 
+class BfdLike(Protocol):
+    """What the announcer uses of ``lbspeaker.bfd.BfdDaemon``."""
+
+    def set_sessions(self, specs: Sequence[SessionSpec]) -> None: ...
+
+    def sessions(self) -> dict[SessionKey, SessionStatus]: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def stop(self) -> None: ...
+
+
+BfdFactory = Callable[[Callable[[SessionStatus], None]], BfdLike]
+
+
+def bfd_daemon(on_change: Callable[[SessionStatus], None]) -> BfdLike:
+    """The production BFD factory: the ``python -m lbspeaker.bfd`` process."""
+    return BfdDaemon(on_change)
+
+
+def format_bfd_annotation(sessions: Mapping[SessionKey, SessionStatus]) -> str:
+    """``peer=state`` per BFD session, sorted (``192.0.2.1=up,2001:db8::1=down``): the Lease annotation
+    ``speaker.lease.BFD_ANNOTATION`` (read back with ``speaker.lease.parse_bfd_annotation``)."""
+    return ",".join(f"{key.peer}={status.state}" for key, status in sorted(sessions.items()))
+
+
 def speaker_factory(
     node_name: str,
     router_id: str | None,
     workdir: str | Path,
     on_session_change: Callable[[SessionState], None] | None = None,
 ) -> SpeakerFactory:
-    """The production factory: a real ``BgpSpeaker`` (ExaBGP child) working in ``workdir``."""
+    """The production factory: a real ``BgpSpeaker`` (ExaBGP child) working in ``workdir``.
+
+    It takes the work directory's lock first (``lbspeaker.bgp.workdir``): ``WorkdirBusy`` when another
+    speaker works there, before anything is made.
+    """
 
     def make() -> SpeakerLike:
+        lock_workdir(workdir)
         return BgpSpeaker(node_name, router_id, workdir, on_session_change)
 
     return make
@@ -68,9 +111,14 @@ def speaker_factory(
 class BgpAnnouncer:
     """This node's BGP announcements, level-triggered: every ``update`` gives the complete desired state."""
 
-    def __init__(self, node_name: str, factory: SpeakerFactory) -> None:
+    def __init__(self, node_name: str, factory: SpeakerFactory, bfd_factory: BfdFactory = bfd_daemon) -> None:
         self.node_name = node_name
         self._factory = factory
+        self._bfd_factory = bfd_factory
+        self._bfd: BfdLike | None = None
+        self._bfd_specs: tuple[SessionSpec, ...] = ()
+        self._bfd_up: dict[str, bool] = {}  # peer -> last Up state seen, for the metrics
+        self._bfd_dropped_seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._speaker: SpeakerLike | None = None
         self._peers: tuple[BgpPeer, ...] = ()  # as last given to the speaker
@@ -127,9 +175,62 @@ class BgpAnnouncer:
                 out[key] = f"announcing from node {self.node_name}, bgp, peers {_addresses(carriers)}"
         return out
 
+    def set_bfd(self, specs: Sequence[SessionSpec]) -> None:
+        """The BFD sessions this node runs (replaces the previous set); starts the BFD process once needed."""
+        wanted = tuple(sorted(specs, key=lambda s: s.key))
+        with self._lock:
+            if wanted == self._bfd_specs:
+                return
+            self._bfd_specs = wanted
+            if self._bfd is None:
+                if not wanted:
+                    return
+                self._bfd = self._bfd_factory(self._on_bfd)
+                log.info("BFD started for %s", ", ".join(s.key.peer for s in wanted))
+            bfd = self._bfd
+            peers = {s.key.peer for s in wanted}
+            for gone in [p for p in self._bfd_up if p not in peers]:
+                del self._bfd_up[gone]
+                with contextlib.suppress(KeyError):
+                    BFD_SESSION_UP.remove(gone)
+        bfd.set_sessions(wanted)
+
+    def bfd_sessions(self) -> dict[SessionKey, SessionStatus]:
+        """BFD state per session; empty while BFD is not running."""
+        bfd = self._bfd
+        return bfd.sessions() if bfd is not None else {}
+
+    def lease_annotations(self) -> dict[str, str]:
+        """What this node publishes on its speaker Lease about BGP: the BFD session states."""
+        sessions = self.bfd_sessions()
+        return {BFD_ANNOTATION: format_bfd_annotation(sessions)} if sessions else {}
+
+    def _on_bfd(self, status: SessionStatus) -> None:
+        """A BFD state change (from the BFD daemon's thread): the metrics follow at once."""
+        peer = status.key.peer
+        up = status.state == "up"
+        with self._lock:
+            if not any(s.key == status.key for s in self._bfd_specs):
+                return
+            was = self._bfd_up.get(peer, False)
+            self._bfd_up[peer] = up
+        BFD_SESSION_UP.labels(peer).set(1 if up else 0)
+        if was and not up:
+            BFD_SESSION_DOWNS.labels(peer).inc()
+
     def stop(self, graceful: bool) -> None:
-        """Stop the BGP speaker (see ``BgpSpeaker.stop`` for ``graceful``); a later update with peers
-        starts a new one."""
+        """Stop the BGP speaker (see ``BgpSpeaker.stop`` for ``graceful``) and the BFD process (its
+        sessions go silent either way: "BFD Down wins", see ``lbspeaker.bfd.__main__``); a later update
+        with peers starts new ones."""
+        with self._lock:
+            bfd, self._bfd = self._bfd, None
+            self._bfd_specs = ()
+            for peer in self._bfd_up:
+                with contextlib.suppress(KeyError):
+                    BFD_SESSION_UP.remove(peer)
+            self._bfd_up = {}
+        if bfd is not None:
+            bfd.stop()
         with self._lock:
             speaker, self._speaker = self._speaker, None
             if speaker is None:
@@ -175,6 +276,19 @@ class BgpAnnouncer:
                     PREFIXES_ANNOUNCED.remove(gone)
             self._metric_peers = peers
             self._count_updates(stats)
+            bfd = self._bfd
+        if bfd is not None:
+            self._count_bfd_drops(bfd.stats())
+
+    def _count_bfd_drops(self, stats: Mapping[str, int]) -> None:
+        for name, value in stats.items():
+            if not name.startswith("dropped_"):
+                continue
+            reason = name.removeprefix("dropped_")
+            seen = self._bfd_dropped_seen.get(reason, 0)
+            # Smaller than last time: a restarted BFD process counts from zero again.
+            BFD_PACKETS_DROPPED.labels(reason).inc(value - seen if value >= seen else value)
+            self._bfd_dropped_seen[reason] = value
 
     def _count_updates(self, stats: Mapping[str, int]) -> None:
         sent = stats.get("updates_sent", 0)

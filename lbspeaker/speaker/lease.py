@@ -12,7 +12,9 @@ speaker runs (unset once it left), and annotations:
 * ``lbspeaker.io/state``: ``<version> serving``, ``<version> joining`` or ``left``: its membership state
   as of its last write (a baseline; datagrams carry anything newer);
 * ``lbspeaker.io/voted-dead``: ``<boot>.<version> <voter>``, written by the other member of a
-  two-member cluster when it no longer hears this one (see ``membership.detector``).
+  two-member cluster when it no longer hears this one (see ``membership.detector``);
+* ``lbspeaker.io/bfd``: ``peer=state`` per BFD session (``192.0.2.1=up,2001:db8::1=down``), for
+  ``lbspeaker status`` (written at the next renewal after a change).
 
 API writes: one PUT per ``renew_every`` (default 10 s, the rate of kubelet's node Leases) whatever the
 number of IPs, one more when the published data (interfaces, state) changes, and in a two-member
@@ -48,6 +50,7 @@ INTERFACES_UP_ANNOTATION = "lbspeaker.io/interfaces-up"
 BOOT_ANNOTATION = "lbspeaker.io/boot"
 STATE_ANNOTATION = "lbspeaker.io/state"
 VOTED_DEAD_ANNOTATION = "lbspeaker.io/voted-dead"
+BFD_ANNOTATION = "lbspeaker.io/bfd"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -77,6 +80,16 @@ def parse_link(annotations: Mapping[str, Any]) -> Link:
             continue
     up = str(annotations.get(INTERFACES_UP_ANNOTATION) or "").strip().lower() == "true"
     return Link(tuple(subnets), up or bool(subnets))
+
+
+def parse_bfd_annotation(text: str) -> dict[str, str]:
+    """peer -> BFD session state from ``BFD_ANNOTATION``'s text; malformed items are skipped."""
+    out: dict[str, str] = {}
+    for item in text.split(",")[:256]:
+        peer, sep, state = item.strip().partition("=")
+        if sep and peer and state:
+            out[peer] = state
+    return out
 
 
 def lease_name(node: str) -> str:

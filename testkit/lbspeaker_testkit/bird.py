@@ -48,6 +48,8 @@ class BirdNeighbor:
     multihop: bool = False
     hold_time: int = 90
     graceful_restart: bool = True
+    import_filter: str = "all"  # the channel's import clause: "all", "none", "where net != 203.0.113.9/32"
+    bfd: bool = False  # "bfd on": the session follows a BFD session to the neighbour (needs ``bfd=`` below)
 
     @property
     def family(self) -> int:
@@ -61,8 +63,35 @@ def _quote(text: str) -> str:
     return f'"{text}"'
 
 
-def render_bird_config(router_id: str, asn: int, neighbors: Sequence[BirdNeighbor]) -> str:
-    """A router that accepts every route its neighbours send and exports none back."""
+@dataclass(frozen=True)
+class BirdBfd:
+    """The router's ``protocol bfd``: the timers it asks for on direct and on multihop sessions."""
+
+    min_rx_ms: int = 300
+    min_tx_ms: int = 300
+    multiplier: int = 3
+    interface: str = "eth0"
+    neighbors: tuple[str, ...] = ()  # static sessions, without a BGP protocol asking for them
+
+    def render(self) -> list[str]:
+        timers = f"min rx interval {self.min_rx_ms} ms; min tx interval {self.min_tx_ms} ms; " \
+                 f"idle tx interval 1000 ms; multiplier {self.multiplier};"
+        return [
+            "protocol bfd {",
+            f'  interface "{self.interface}" {{ {timers} }};',
+            f"  multihop {{ {timers} }};",
+            *(f'  neighbor {address} dev "{self.interface}";' for address in self.neighbors),
+            "}",
+        ]
+
+
+def render_bird_config(
+    router_id: str, asn: int, neighbors: Sequence[BirdNeighbor], bfd: BirdBfd | None = None
+) -> str:
+    """A router that accepts every route its neighbours send (unless a neighbour's ``import_filter``
+    says otherwise) and exports none back; with ``bfd``, a BFD protocol for the ``bfd`` neighbours."""
+    if any(n.bfd for n in neighbors) and bfd is None:
+        raise ValueError("a neighbour with bfd needs the router's BFD protocol (bfd=BirdBfd())")
     lines = [
         f"router id {router_id};",
         "log stderr all;",
@@ -73,6 +102,8 @@ def render_bird_config(router_id: str, asn: int, neighbors: Sequence[BirdNeighbo
         "protocol kernel kernel4 { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }",
         "protocol kernel kernel6 { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }",
     ]
+    if bfd is not None:
+        lines.extend(bfd.render())
     for n in neighbors:
         channel = "ipv4" if n.family == 4 else "ipv6"
         ibgp = n.asn == asn
@@ -91,7 +122,9 @@ def render_bird_config(router_id: str, asn: int, neighbors: Sequence[BirdNeighbo
             body.append("direct;")
         if n.password is not None:
             body.append(f"password {_quote(n.password)};")
-        body.append(f"{channel} {{ import all; export none; }};")
+        if n.bfd:
+            body.append("bfd on;")
+        body.append(f"{channel} {{ import {n.import_filter}; export none; }};")
         lines.append(f"protocol bgp {n.name} {{")
         lines.extend(f"  {line}" for line in body)
         lines.append("}")
@@ -359,6 +392,24 @@ class BirdRouter:
 
     def protocol_detail(self, name: str) -> str:
         return self.birdc("show", "protocols", "all", name)
+
+    def bfd_sessions(self) -> dict[str, str]:
+        """``show bfd sessions``: neighbour address -> BFD state (Up, Down, Init, AdminDown)."""
+        return {address: state for address, (state, _timeout) in self.bfd_detail().items()}
+
+    def bfd_detail(self) -> dict[str, tuple[str, float]]:
+        """``show bfd sessions``: neighbour address -> (state, detection time in seconds). The detection
+        time is the remote's multiplier times its transmit interval as BIRD applies it (0 when Down)."""
+        out: dict[str, tuple[str, float]] = {}
+        for line in self.birdc("show", "bfd", "sessions", check=False).splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[2] in ("Up", "Down", "Init", "AdminDown"):
+                try:
+                    timeout = float(words[-1])
+                except ValueError:
+                    timeout = 0.0
+                out[words[0]] = (words[2], timeout)
+        return out
 
     def reconfigure(self, config: str) -> None:
         self.config_path.write_text(config)

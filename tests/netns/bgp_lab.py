@@ -21,11 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
+import pytest
+from lbspeaker_testkit.bird import BirdBfd, BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
 from lbspeaker_testkit.netns import Host, Lab
+from lbspeaker_testkit.speaker_lab import NAMESPACE
 
 import lbspeaker
 from lbspeaker.bgp.model import Advertisement, BgpPeer
+from lbspeaker.kube.rest import MERGE_PATCH, Rest, path_for
 
 REPO_ROOT = Path(lbspeaker.__file__).resolve().parent.parent
 ROUTER_ASN = 64512
@@ -45,7 +48,26 @@ def skip_reason() -> str | None:
         return missing
     if importlib.util.find_spec("exabgp") is None:
         return "exabgp not installed (pip install exabgp==5.0.15)"
+    if shutil.which("tcpdump") is None:
+        return "tcpdump not installed (the keepalive test watches the router's link with it)"
     return None
+
+
+def speaker_lab_marks() -> list[pytest.MarkDecorator]:
+    """The skip marks of tests that run the whole speaker (``lbspeaker speaker`` in node namespaces,
+    against the in-process API test server) beside a BIRD router."""
+    reason = skip_reason()
+    return [
+        pytest.mark.skipif(reason is not None, reason=reason or ""),
+        pytest.mark.skipif(bool(os.environ.get("LBSPEAKER_TEST_KUBECONFIG")),
+                           reason="speakers run in lab namespaces that cannot reach a real cluster's API server"),
+    ]
+
+
+def set_config(rest: Rest, text: str) -> None:
+    """Replace the speaker lab's pool configuration (ConfigMap ``config``)."""
+    rest.request("PATCH", path_for("v1", "configmaps", NAMESPACE, "config"), content_type=MERGE_PATCH,
+                 body={"data": {"config": text}})
 
 
 def node_v4(index: int) -> str:
@@ -171,8 +193,8 @@ class BgpLab:
             self.lab.close()
             raise
 
-    def start_router(self, neighbors: list[BirdNeighbor]) -> BirdRouter:
-        config = render_bird_config(ROUTER_V4, ROUTER_ASN, neighbors)
+    def start_router(self, neighbors: list[BirdNeighbor], bfd: BirdBfd | None = None) -> BirdRouter:
+        config = render_bird_config(ROUTER_V4, ROUTER_ASN, neighbors, bfd)
         self.router = BirdRouter(self.lab, self.router_host, self.workdir / "bird", config)
         return self.router
 
@@ -239,3 +261,25 @@ def wait_paths(router: BirdRouter, prefix: str, protocols: set[str], timeout: fl
         return {}
     result: dict[str, Any] = wait_until(probe, timeout, what=f"{prefix} from {sorted(protocols)}")
     return result
+
+
+def bgp_message_times(host: Host, source: str, seconds: float) -> list[tuple[float, int]]:
+    """(arrival time, BGP message type) of the BGP messages ``host`` receives from ``source`` over
+    ``seconds`` (tcpdump on its eth0; time.time() stamps). Keepalives are type 4."""
+    out = host.run(
+        ["timeout", str(seconds), "tcpdump", "-l", "-n", "-tt", "-v", "-i", "eth0",
+         f"tcp port 179 and src {source}"],
+        check=False, timeout=seconds + 10,
+    ).stdout
+    found: list[tuple[float, int]] = []
+    stamp = 0.0
+    for line in out.splitlines():
+        head = line.split(" ", 1)[0]
+        if head.replace(".", "", 1).isdigit():
+            stamp = float(head)
+        # tcpdump -v decodes each BGP message on its own line: "Keepalive Message (4), length: 19"
+        if "Message (" in line:
+            kind = line.split("Message (", 1)[1].split(")", 1)[0]
+            if kind.isdigit():
+                found.append((stamp, int(kind)))
+    return found

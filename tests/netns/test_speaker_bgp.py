@@ -10,7 +10,6 @@ are exercised too. The lab (prefix "sbg") is deleted afterwards, also on failure
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,15 +19,10 @@ import pytest
 from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, render_bird_config, wait_until
 from lbspeaker_testkit.speaker_lab import NAMESPACE, SpeakerLab, wait_for
 
-from lbspeaker.kube.rest import MERGE_PATCH, path_for
-from tests.netns.bgp_lab import skip_reason, wait_paths
+from lbspeaker.kube.rest import path_for
+from tests.netns.bgp_lab import set_config, speaker_lab_marks, wait_paths
 
-_SKIP = skip_reason()
-pytestmark = [
-    pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""),
-    pytest.mark.skipif(bool(os.environ.get("LBSPEAKER_TEST_KUBECONFIG")),
-                       reason="speakers run in lab namespaces that cannot reach a real cluster's API server"),
-]
+pytestmark = speaker_lab_marks()
 
 ROUTER = "192.0.2.1"
 ROUTER_ASN = 64501
@@ -73,8 +67,7 @@ def lab() -> Iterator[BgpSpeakerLab]:
     try:
         with SpeakerLab("sbg") as spk:
             assert spk.lab is not None
-            spk.rest.request("PATCH", path_for("v1", "configmaps", NAMESPACE, "config"), content_type=MERGE_PATCH,
-                             body={"data": {"config": CONFIG}})
+            set_config(spk.rest, CONFIG)
             spk.rest.request("POST", path_for("v1", "secrets", NAMESPACE), body={
                 "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bgp-auth"},
                 "data": {"password": base64.b64encode(PASSWORD.encode()).decode()}})

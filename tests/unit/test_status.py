@@ -258,3 +258,14 @@ def test_events_not_readable_are_said() -> None:
     text = render(st, wall_now=NOW)
     assert rows(st)[IP] == (election.owner(IP, ALL), "elected; no report")
     assert text.endswith("Events cannot be listed (Forbidden)")
+
+
+def test_bfd_sessions_the_speakers_publish_are_listed() -> None:
+    from lbspeaker.speaker.lease import BFD_ANNOTATION
+
+    leases = [lease(n) for n in ALL]
+    leases[0]["metadata"]["annotations"][BFD_ANNOTATION] = "192.0.2.1=up,2001:db8::1=down"
+    text = render(state([], [], leases=leases), wall_now=NOW)
+    lines = [line.split() for line in text.splitlines()]
+    assert ["node1", "192.0.2.1", "up"] in lines and ["node1", "2001:db8::1", "down"] in lines
+    assert "BFD PEER" not in render(state([], []), wall_now=NOW)

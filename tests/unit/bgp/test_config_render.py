@@ -14,7 +14,7 @@ import pytest
 
 from lbspeaker.bgp.config_render import render_config, render_env
 from lbspeaker.bgp.model import BgpPeer, ResolvedPeer
-from lbspeaker.bgp.supervisor import RELAY_SCRIPT
+from lbspeaker.bgp.supervisor import DEFAULT_EXABGP_ARGV, RELAY_SCRIPT
 
 RELAY = ["/usr/bin/python3", "-I", "/opt/lbspeaker/bgp/relay.py", "/run/lbspeaker/api.sock", "abc123"]
 
@@ -79,6 +79,13 @@ def test_multihop_ibgp_port_and_v6() -> None:
     assert not any(line.startswith("outgoing-ttl") for line in v6)  # iBGP: system TTL
 
 
+def test_keepalive_time_and_route_refresh() -> None:
+    lines = block(render_config([resolved(hold_time=9, keepalive_time=1)], RELAY), "192.0.2.1")
+    assert "keepalive-time 1;" in lines
+    assert "route-refresh enable;" in lines
+    assert not any("keepalive" in line for line in block(render_config([resolved()], RELAY), "192.0.2.1"))
+
+
 def test_password_is_written_base64_only() -> None:
     password = 'pa ss;"{word}'
     text = render_config([resolved(password=password)], RELAY)
@@ -137,7 +144,7 @@ NO_EXABGP = importlib.util.find_spec("exabgp") is None
 @pytest.mark.skipif(NO_EXABGP, reason="exabgp not installed (pip install exabgp==5.0.15)")
 def test_exabgp_accepts_the_rendered_config(tmp_path: Path) -> None:
     peers = [
-        resolved(password='pa"ss;{x} y', ebgp_multihop=True, peer_port=1179, hold_time=30),
+        resolved(password='pa"ss;{x} y', ebgp_multihop=True, peer_port=1179, hold_time=30, keepalive_time=10),
         resolved(peer_address="2001:db8:1::1", peer_asn=64500, hold_time=0),
     ]
     relay = [sys.executable, "-I", str(RELAY_SCRIPT), str(tmp_path / "api.sock"), "token"]
@@ -145,14 +152,18 @@ def test_exabgp_accepts_the_rendered_config(tmp_path: Path) -> None:
     env_file.write_text(render_env("root"))
     env = {k: v for k, v in os.environ.items() if not k.lower().startswith("exabgp")}
 
-    def validate(text: str) -> subprocess.CompletedProcess[str]:
+    def validate(text: str, exabgp: tuple[str, ...] = DEFAULT_EXABGP_ARGV) -> subprocess.CompletedProcess[str]:
         conf = tmp_path / "exabgp.conf"
         conf.write_text(text)
-        argv = [sys.executable, "-m", "exabgp", "--env-file", str(env_file), "validate", str(conf)]
+        argv = [*exabgp, "--env-file", str(env_file), "validate", str(conf)]
         return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
 
     text = render_config(peers, relay, host_name="node-1")
+    assert "keepalive-time 10;" in text
     result = validate(text)
     assert result.returncode == 0, result.stdout + result.stderr
     # The check can fail: ExaBGP refuses a hold time of 1 s.
     assert validate(text.replace("hold-time 30;", "hold-time 1;")).returncode != 0
+    # keepalive-time is our addition: plain ExaBGP refuses it, ours checks its value too.
+    assert validate(text, (sys.executable, "-m", "exabgp")).returncode != 0
+    assert validate(text.replace("keepalive-time 10;", "keepalive-time x;")).returncode != 0

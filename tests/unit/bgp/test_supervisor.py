@@ -91,9 +91,19 @@ FAKE_EXABGP = textwrap.dedent(
     log("start", ",".join(sorted(neighbors)))
     log("relay", str(relay.pid))
     buf = b""
+    control = os.environ.get("FAKE_CONTROL")
+    handled = 0
     try:
         while True:
             ready, _, _ = select.select([relay.stdout], [], [], 0.05)
+            if control and os.path.exists(control):
+                # "down PEER" lines in the control file: that session drops (the router went away).
+                orders = open(control).read().splitlines()
+                for order in orders[handled:]:
+                    verb, peer = order.split()
+                    if verb == "down" and peer in neighbors:
+                        send(state(peer, neighbors[peer], "down", "peer unreachable"))
+                handled = len(orders)
             if reload[0]:
                 reload[0] = False
                 _, new = parse(conf)
@@ -170,6 +180,18 @@ class FakeLog:
     def relays(self) -> list[int]:
         return [int(t) for _, k, t in self.entries() if k == "relay"]
 
+    def reloads(self) -> list[str]:
+        """The neighbours of each reload, in order."""
+        return [t for _, k, t in self.entries() if k == "reload"]
+
+
+def serving(make: Callable[..., BgpSpeaker], peers: list[BgpPeer], routes: list[Advertisement]) -> BgpSpeaker:
+    speaker = make()
+    speaker.set_peers(peers)
+    speaker.set_routes(routes)
+    speaker.start()
+    return speaker
+
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], FakeLog]:
@@ -177,6 +199,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Fa
     script.write_text(FAKE_EXABGP)
     log_path = tmp_path / "fake.log"
     monkeypatch.setenv("FAKE_LOG", str(log_path))
+    monkeypatch.setenv("FAKE_CONTROL", str(tmp_path / "fake.control"))
     return [sys.executable, str(script)], FakeLog(log_path)
 
 
@@ -473,3 +496,75 @@ def test_new_asn_is_a_new_session_that_gets_every_route(
     assert announced(new) == ["203.0.113.5/32"]
     assert speaker.sessions()["192.0.2.1"].state == "established"
     assert len(log.starts()) == 1
+
+
+def test_peer_removed_then_added_back_gets_every_route_again(
+    speaker_factory: Callable[..., BgpSpeaker], fake: tuple[list[str], FakeLog]
+) -> None:
+    # ExaBGP deletes the RIB of a neighbour a reload drops: when it comes back, it starts empty.
+    speaker = serving(speaker_factory, [V4_PEER, V4_PEER_2], [ROUTE_A, ROUTE_B])
+    log = fake[1]
+    wait_for(lambda: len(log.commands()) == 6, what="both peers served")
+    speaker.set_peers([V4_PEER])
+    wait_for(lambda: log.reloads() == ["192.0.2.1"], what="peer 2 removed")
+    speaker.set_peers([V4_PEER, V4_PEER_2])
+    wait_for(lambda: len(log.reloads()) == 2, what="peer 2 back")
+    wait_for(lambda: log.commands()[-1].startswith("neighbor 192.0.2.2 ") and "eor" in log.commands()[-1],
+             what="end-of-rib to the returning peer")
+    withdrawal = next(i for i, c in enumerate(log.commands()) if " withdraw " in c)
+    assert announced(log.commands()[withdrawal + 1 :]) == ["203.0.113.5/32", "203.0.113.6/32"]
+    wait_for(lambda: speaker.stats().get("prefixes/192.0.2.2") == 2, what="routes on the wire again")
+
+
+def test_removing_an_established_peer_withdraws_its_routes_before_the_reload(
+    speaker_factory: Callable[..., BgpSpeaker], fake: tuple[list[str], FakeLog]
+) -> None:
+    speaker = serving(speaker_factory, [V4_PEER, V4_PEER_2], [ROUTE_A, ROUTE_B])
+    log = fake[1]
+    wait_for(lambda: speaker.stats().get("prefixes/192.0.2.2") == 2, what="routes on the wire")
+    started = time.monotonic()
+    speaker.set_peers([V4_PEER])
+    wait_for(lambda: log.reloads(), what="the reload")
+    assert time.monotonic() - started < 1.0  # the withdrawals confirmed, not a timeout
+    kinds = [(k, t) for _, k, t in log.entries() if k in ("cmd", "reload")]
+    tail = kinds[kinds.index(next(e for e in kinds if e[0] == "cmd" and "withdraw" in e[1])) :]
+    selector = "neighbor 192.0.2.2 local-ip 192.0.2.11 local-as 64500 peer-as 64512 router-id 192.0.2.11"
+    assert tail == [
+        ("cmd", f"{selector} withdraw attributes next-hop self nlri 203.0.113.5/32 203.0.113.6/32"),
+        ("reload", "192.0.2.1"),
+    ]
+    assert prefixes([c for c in log.commands() if c.startswith("neighbor 192.0.2.1 ")], "withdraw") == []
+
+
+def test_asn_changed_and_changed_back_gets_every_route_again(
+    speaker_factory: Callable[..., BgpSpeaker], fake: tuple[list[str], FakeLog]
+) -> None:
+    speaker = serving(speaker_factory, [V4_PEER], [ROUTE_A])
+    log = fake[1]
+    wait_for(lambda: len(log.commands()) == 2, what="first definition served")
+    speaker.set_peers([BgpPeer(peer_address="192.0.2.1", peer_asn=64512, my_asn=64501, hold_time=30)])
+    wait_for(lambda: any("local-as 64501 " in c and "eor" in c for c in log.commands()), what="renumbered")
+    speaker.set_peers([V4_PEER])
+    wait_for(lambda: len(log.reloads()) == 2, what="numbered back")
+    wait_for(lambda: log.commands()[-1].endswith("local-as 64500 peer-as 64512 router-id 192.0.2.11 announce eor"
+                                                 " ipv4 unicast"), what="end-of-rib after the way back")
+    assert log.commands()[-2].endswith("local-as 64500 peer-as 64512 router-id 192.0.2.11 announce route "
+                                       "203.0.113.5/32 next-hop self")
+
+
+def test_peer_removed_while_its_session_is_down_gets_every_route_when_it_returns(
+    tmp_path: Path, speaker_factory: Callable[..., BgpSpeaker], fake: tuple[list[str], FakeLog]
+) -> None:
+    # Nothing to withdraw from a session that is down, but the reload still deletes ExaBGP's RIB for it.
+    speaker = serving(speaker_factory, [V4_PEER, V4_PEER_2], [ROUTE_A])
+    log = fake[1]
+    wait_for(lambda: speaker.stats().get("prefixes/192.0.2.2") == 1, what="route on the wire")
+    (tmp_path / "fake.control").write_text("down 192.0.2.2\n")
+    wait_for(lambda: speaker.sessions()["192.0.2.2"].state == "down", what="session down")
+    speaker.set_peers([V4_PEER])
+    wait_for(lambda: len(log.reloads()) == 1, what="peer 2 removed")
+    before = len(log.commands())
+    speaker.set_peers([V4_PEER, V4_PEER_2])
+    wait_for(lambda: any("eor" in c for c in log.commands()[before:]), what="peer 2 served again")
+    assert announced(log.commands()[before:]) == ["203.0.113.5/32"]
+    assert prefixes(log.commands(), "withdraw") == []  # it was down: nothing to withdraw

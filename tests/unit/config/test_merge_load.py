@@ -210,7 +210,12 @@ def test_full_metallb_v012_manifest_loads_unchanged() -> None:
     assert (l2.protocol, l2.avoid_buggy_ips, l2.ipset.size(4)) == ("layer2", True, 11)
 
     summary = summarize(cfg)
-    assert "BFD is not supported" in summary
+    assert "BFD profile bfdprofile1 (multihop, UDP 4784)" in summary
+    assert ("  bfdprofile1: receive 179 ms, transmit 180 ms, multiplier 5 (peer down after 895 ms or more of silence), "
+            "passive no, minimum TTL 254 (multihop)") in summary
+    assert "not supported" not in summary
+    echo = summarize(cfg.model_copy(update={"bfd_profiles": (profile.model_copy(update={"echo_mode": True}),)}))
+    assert "bfd profile 'bfdprofile1': echo-mode is not supported; its sessions run in asynchronous mode only" in echo
     assert "size: 256 IPv4, 18446744073709551616 IPv6 addresses" in summary
     assert "yourPassword" not in summary
 

@@ -372,6 +372,12 @@ MALFORMED: list[tuple[str, str, str, str]] = [
         "90s must be shorter than hold-time 90s",
     ),
     ("keepalive-with-hold-0", PEER + "  hold-time: 0s\n  keepalive-time: 5s\n", "peers[0].keepalive-time", "5s"),
+    (
+        "keepalive-0-with-hold",
+        PEER + "  hold-time: 90s\n  keepalive-time: 0s\n",
+        "peers[0].keepalive-time",
+        "0s sends no keepalives",
+    ),
     ("asn-zero", PEER.replace("64501", "0"), "peers[0].peer-asn", "got 0"),
     ("asn-too-big", PEER.replace("64500", "4294967296"), "peers[0].my-asn", "4294967296"),
     ("asn-quoted", PEER.replace("64500", '"64500"'), "peers[0].my-asn", "'64500'"),

@@ -160,13 +160,13 @@ def test_missing_secret_key_is_reported_and_the_peer_skipped(cfg: Config) -> Non
     peers, problems = peers_for_node(cfg, "n2", {}, {("bgp-auth", "password"): SECRET_PASSWORD}, None)
     assert "192.0.2.3" not in by_address(peers)
     assert "192.0.2.1" in by_address(peers)
-    assert problems == ["peer 192.0.2.3: Secret bgp-auth has no key pw"]
+    assert problems == ["peer 192.0.2.3: Secret bgp-auth has no key pw; that peer is left out"]
 
 
 def test_missing_secret_is_reported_and_the_peer_skipped(cfg: Config) -> None:
     peers, problems = peers_for_node(cfg, "n2", {}, {("other", "pw"): SECRET_PASSWORD}, None)
     assert "192.0.2.3" not in by_address(peers)
-    assert problems == ["peer 192.0.2.3: Secret bgp-auth not found (needed for key pw)"]
+    assert problems == ["peer 192.0.2.3: Secret bgp-auth not found (needed for key pw); that peer is left out"]
 
 
 @pytest.mark.parametrize(

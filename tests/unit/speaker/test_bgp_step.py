@@ -263,3 +263,55 @@ def test_helpers() -> None:
     assert node_ipv4(None) is None
     secret = {"data": {"pw": base64.b64encode(b"abc").decode(), "bad": "!!"}, "stringData": {"s": "x"}}
     assert secret_values(secret) == {"pw": "abc", "s": "x"}
+
+
+def test_an_unresolvable_password_keeps_the_last_good_session(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.secrets.put("bgp-auth", pw=PASSWORD)
+    cfg = parse_config(CONFIG + SECRET_PEER)
+    rig.run(cfg)
+    good = {p.peer_address: p for p in rig.speaker.last("set_peers")}["192.0.2.3"]
+    calls = len(rig.speaker.calls)
+
+    # The Secret deleted (to be recreated), or a typo in its name: the session stays as it was.
+    del rig.secrets.objects["bgp-auth"]
+    with caplog.at_level(logging.WARNING, logger="lbspeaker.speaker.bgp"):
+        rig.run(cfg, changes=Changes(secrets=True))
+        typo = parse_config(CONFIG + SECRET_PEER.replace("bgp-auth", "bgp-auht"))
+        rig.secrets.put("bgp-auth", pw=PASSWORD)
+        rig.run(typo)
+    assert len(rig.speaker.calls) == calls  # the BGP layer was never told of any change
+    kept = [e for e in rig.recorder.events if e[2] == "BGPPeerKept"]
+    assert [e[3] for e in kept] == [
+        "node n1: peer 192.0.2.3: Secret bgp-auth not found (needed for key pw); keeping its session with the "
+        "last good password",
+        "node n1: peer 192.0.2.3: Secret bgp-auht not found (needed for key pw); keeping its session with the "
+        "last good password",
+    ]
+    assert PASSWORD not in caplog.text
+
+    # Fixed: the fresh definition, equal to the kept one; no BGP change either.
+    rig.run(cfg)
+    assert {p.peer_address: p for p in rig.speaker.last("set_peers")}["192.0.2.3"] == good
+    assert len(rig.speaker.calls) == calls
+
+
+def test_a_peer_that_never_had_its_password_is_left_out_until_it_has(rig: Rig) -> None:
+    cfg = parse_config(CONFIG + SECRET_PEER)
+    rig.run(cfg)
+    assert [p.peer_address for p in rig.speaker.last("set_peers")] == ["192.0.2.1"]
+    assert [e[2] for e in rig.recorder.events] == ["BGPPeerSkipped"]
+    rig.secrets.put("bgp-auth", pw=PASSWORD)
+    rig.run(cfg, changes=Changes(secrets=True))
+    assert {p.peer_address for p in rig.speaker.last("set_peers")} == {"192.0.2.1", "192.0.2.3"}
+
+
+def test_a_deselected_peer_is_forgotten(rig: Rig) -> None:
+    # Its old password must not come back when it is selected again while its Secret is missing.
+    rig.secrets.put("bgp-auth", pw=PASSWORD)
+    selective = parse_config(CONFIG + SECRET_PEER + "  node-selectors: [{match-labels: {bgp: 'on'}}]\n")
+    rig.run(selective, node(labels={"bgp": "on"}))
+    assert "192.0.2.3" in {p.peer_address for p in rig.speaker.last("set_peers")}
+    rig.run(selective, node())
+    del rig.secrets.objects["bgp-auth"]
+    rig.run(selective, node(labels={"bgp": "on"}))
+    assert [p.peer_address for p in rig.speaker.last("set_peers")] == ["192.0.2.1"]
