@@ -347,6 +347,7 @@ class Speaker:
         """From the membership thread: stop answering at once when we must, then let the loop catch up."""
         if not answering:
             self.layer2.withdraw()
+        self.lease.poke()  # our membership state is the baseline a joining speaker reads from our Lease
         self.pending.flag("liveness")
 
     def _voted_dead(self, boot: int, version: int) -> None:
