@@ -36,7 +36,7 @@ class FakeRest:
 
 
 def writes(result: str) -> float:
-    return metrics.STATUS_WRITES.labels(result)._value.get()  # type: ignore[attr-defined, no-any-return]
+    return float(metrics.STATUS_WRITES.labels(result)._value.get())
 
 
 def make(rest: FakeRest, cached: dict[str, Any] | None = None) -> Controller:

@@ -159,7 +159,7 @@ def test_pruning_changes_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_parameters_are_refused() -> None:
     for kwargs in ({"delay": -1.0}, {"burst": 0}, {"interval": 0.0}):
         with pytest.raises(ValueError):
-            Reclaim(**kwargs)  # type: ignore[arg-type]
+            Reclaim(**kwargs)
 
 
 # --- the facade ---------------------------------------------------------------------------------------------
