@@ -16,12 +16,12 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from lbspeaker_testkit.arp_probe import Prober
 from lbspeaker_testkit.netns import run
-from lbspeaker_testkit.speaker_lab import HEARTBEAT_PORT, SpeakerLab, SpeakerProc, wait_for
+from lbspeaker_testkit.speaker_lab import HEARTBEAT_PORT, SpeakerLab, wait_for
 
 from lbspeaker import election
 
@@ -45,16 +45,11 @@ def spk() -> Iterator[SpeakerLab]:
         yield made
 
 
-def counts_live(proc: SpeakerProc, members: int) -> Callable[[], bool]:
-    """A probe: does this speaker count ``members`` live members?"""
-    return lambda: proc.metric("lbspeaker_speaker_live_members") == members
-
-
 @pytest.fixture
 def lab(spk: SpeakerLab) -> Iterator[SpeakerLab]:
     spk.ensure_all()
     for node, proc in spk.speakers.items():
-        wait_for(f"{node} to count 3 live members", counts_live(proc, 3), 20, 0.1)
+        wait_for(f"{node} to count 3 live members", proc.counts_members(3), 20, 0.1)
     try:
         yield spk
     finally:

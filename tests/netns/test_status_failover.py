@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import pytest
 from lbspeaker_testkit.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, wait_for
@@ -46,11 +45,6 @@ def lease_current(lab: SpeakerLab, node: str) -> bool:
     return renewed is not None and renewed + float(lease["spec"]["leaseDurationSeconds"]) > time.time()
 
 
-def counts_live(lab: SpeakerLab, node: str, members: int) -> Callable[[], bool]:
-    """A probe: does ``node``'s speaker count ``members`` live members?"""
-    return lambda: lab.speakers[node].metric("lbspeaker_speaker_live_members") == members
-
-
 def test_status_names_the_new_owner_right_after_a_hard_failover() -> None:
     with SpeakerLab("sts") as lab:
         for node in ALL:
@@ -58,7 +52,7 @@ def test_status_names_the_new_owner_right_after_a_hard_failover() -> None:
         for node in ALL:
             lab.wait_ready(node)
         for node in ALL:
-            wait_for(f"{node} to count 3 live members", counts_live(lab, node, 3), 20, 0.1)
+            wait_for(f"{node} to count 3 live members", lab.speakers[node].counts_members(3), 20, 0.1)
         owner = election.owner(IP, ALL)
         heir = election.owner(IP, [n for n in ALL if n != owner])
         assert owner is not None and heir is not None
