@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from lbspeaker import metrics
 from lbspeaker.hostport import BindTarget
-from lbspeaker.metrics import MetricsServer
+from lbspeaker.metrics import Check, MetricsServer
 
 
 def _ipv6_loopback() -> bool:
@@ -45,8 +45,9 @@ def registry() -> CollectorRegistry:
 
 
 @contextlib.contextmanager
-def serve(addr: str, registry: CollectorRegistry, **checks: object) -> Iterator[MetricsServer]:
-    server = MetricsServer(addr, registry=registry, **checks)  # type: ignore[arg-type]
+def serve(addr: str, registry: CollectorRegistry, *, healthy: Check | None = None,
+          ready: Check | None = None) -> Iterator[MetricsServer]:
+    server = MetricsServer(addr, healthy=healthy, ready=ready, registry=registry)
     server.start()
     try:
         yield server

@@ -41,7 +41,7 @@ def writes(result: str) -> float:
 
 def make(rest: FakeRest, cached: dict[str, Any] | None = None) -> Controller:
     """A controller whose Service cache holds ``cached`` (the version the informer has delivered)."""
-    ctl = Controller(rest, stale_wait=0.05)  # type: ignore[arg-type]
+    ctl = Controller(rest, stale_wait=0.05)  # type: ignore[arg-type]  # FakeRest: only request(), scripted
     if cached is not None:
         ctl.services._store["ns/s"] = cached
     return ctl

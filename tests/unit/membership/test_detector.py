@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from lbspeaker_testkit.membership_sim import Cut, Simulation
+from lbspeaker_testkit.membership_sim import Cut, SimNode, Simulation
 
 from lbspeaker.membership import wire
-from lbspeaker.membership.detector import Member, Timing
+from lbspeaker.membership.detector import Member, Outgoing, Timing
 from lbspeaker.membership.ring import Ring, needed_acks, quorum
 from lbspeaker.membership.wire import VOTE, Item
 
@@ -37,9 +37,13 @@ def until(sim: Simulation, cond: Callable[[Simulation], bool], limit: float, ste
     raise AssertionError(f"not within {limit}s")
 
 
-def warm(names: list[str] = NAMES, **kw: object) -> Simulation:
-    sim = Simulation(names, seed=7, **kw)  # type: ignore[arg-type]
-    until(sim, lambda s: len(s.answering()) == len(names), 5.0)
+def warm(names: list[str] = NAMES) -> Simulation:
+    return warmed(Simulation(names, seed=7))
+
+
+def warmed(sim: Simulation) -> Simulation:
+    """``sim`` once every node answers."""
+    until(sim, lambda s: len(s.answering()) == len(s.nodes), 5.0)
     return sim
 
 
@@ -72,7 +76,7 @@ def test_rings_are_symmetric_and_small() -> None:
 
 
 def test_a_cluster_comes_up_and_stays_up_under_loss() -> None:
-    sim = warm(loss=0.02)
+    sim = warmed(Simulation(NAMES, seed=7, loss=0.02))
     steps(sim, 20.0, step=0.05)
     assert sorted(sim.answering()) == NAMES
     assert all(n.detector.alive() == frozenset(NAMES) for n in sim.live())
@@ -156,7 +160,7 @@ def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> 
     captured: list[tuple[str, str, bytes]] = []
     original = sim._send
 
-    def tap(node, out, raw):  # type: ignore[no-untyped-def]
+    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
         if node.name == "n6":
             captured.append((node.name, out.to, raw))
         original(node, out, raw)
@@ -182,10 +186,10 @@ def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> 
 def test_a_restarted_node_rejoins_with_a_higher_boot_and_its_old_datagrams_are_refused() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured = []
+    captured: list[tuple[str, bytes]] = []
     original = sim._send
 
-    def tap(node, out, raw):  # type: ignore[no-untyped-def]
+    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
         if node.name == "n7":
             captured.append((out.to, raw))
         original(node, out, raw)
@@ -204,7 +208,8 @@ def test_a_restarted_node_rejoins_with_a_higher_boot_and_its_old_datagrams_are_r
 
 
 def test_a_restarted_node_learns_the_dead_from_its_neighbours_before_answering() -> None:
-    sim = warm(warm=True)  # every Lease says "claiming": only the sync can tell the restarted node n0 died
+    # every Lease says "claiming": only the sync can tell the restarted node n0 died
+    sim = warmed(Simulation(NAMES, seed=7, warm=True))
     steps(sim, 1.0)
     sim.kill("n0")
     until(sim, lambda s: not s.considered_alive("n0"), 1.0)
@@ -350,7 +355,7 @@ def test_in_two_member_mode_a_vote_alone_never_concludes() -> None:
 def test_a_restarted_node_answers_only_after_the_others_count_it_alive() -> None:
     """Join grace: claim first, answer later, so the nodes holding its IPs have let go."""
     names = [f"j{i:02d}" for i in range(20)]
-    sim = warm(names, delay=0.002, jitter=0.002)
+    sim = warmed(Simulation(names, seed=7, delay=0.002, jitter=0.002))
     steps(sim, 1.0)
     sim.kill("j05")
     until(sim, lambda s: not s.considered_alive("j05"), 1.0)
@@ -371,10 +376,10 @@ def no_double_rejoin(subject: str) -> Callable[[Simulation], None]:
 def test_datagrams_of_an_older_boot_than_the_lease_shows_are_refused() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured = []
+    captured: list[tuple[str, bytes]] = []
     original = sim._send
 
-    def tap(node, out, raw):  # type: ignore[no-untyped-def]
+    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
         if node.name == "n7":
             captured.append((out.to, raw))
         original(node, out, raw)

@@ -43,7 +43,7 @@ def test_a_death_is_acted_on_before_a_backlog_of_service_changes() -> None:
 def test_a_lease_renewal_alone_recomputes_nothing() -> None:
     from lbspeaker.config.parse import parse_config
 
-    speaker = Speaker(Rest(_NoApi()), "n1")  # type: ignore[arg-type]
+    speaker = Speaker(Rest(_NoApi()), "n1")  # type: ignore[arg-type]  # never started: no API call
     cfg = parse_config("address-pools:\n- name: p\n  protocol: layer2\n  addresses: [192.0.2.200/29]\n")
     speaker.config = speaker._parsed = cfg
     calls: list[Changes] = []
