@@ -165,9 +165,9 @@ def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> 
             captured.append((node.name, out.to, raw))
         original(node, out, raw)
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
     steps(sim, 1.0)
-    sim._send = original  # type: ignore[method-assign]
+    sim._send = original  # type: ignore[method-assign]  # the tap removed
     sim.kill("n6")
     t0 = sim.now
     replayed = 0
@@ -194,9 +194,9 @@ def test_a_restarted_node_rejoins_with_a_higher_boot_and_its_old_datagrams_are_r
             captured.append((out.to, raw))
         original(node, out, raw)
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
     steps(sim, 0.5)
-    sim._send = original  # type: ignore[method-assign]
+    sim._send = original  # type: ignore[method-assign]  # the tap removed
     sim.kill("n7")
     until(sim, lambda s: not s.considered_alive("n7"), 1.0)
     sim.restart("n7")
@@ -384,9 +384,9 @@ def test_datagrams_of_an_older_boot_than_the_lease_shows_are_refused() -> None:
             captured.append((out.to, raw))
         original(node, out, raw)
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
     steps(sim, 0.3)
-    sim._send = original  # type: ignore[method-assign]
+    sim._send = original  # type: ignore[method-assign]  # the tap removed
     sim.kill("n7")
     members = dict(sim.members)
     members["n7"] = Member(addr=members["n7"].addr, boot=2)  # its new process wrote its Lease
