@@ -130,6 +130,7 @@ def main() -> int:
         need(tool, pkg)
     started = time.monotonic()
     procs: list[subprocess.Popen[bytes]] = []
+    speakers: dict[str, subprocess.Popen[bytes]] = {}  # by node name; also in procs
     server: APIServer | None = None
     lab: Lab | None = None
     rest: Rest | None = None
@@ -241,11 +242,12 @@ def main() -> int:
             if speaker_ok:
                 log = open(tmp / f"speaker-{node}.log", "wb")  # noqa: SIM115
                 workdir = tmp / f"bgp-{node}"
-                procs.append(lab.popen(host, [sys.executable, "-m", "lbspeaker.cli", "speaker", "--node-name", node,
-                                              "--kubeconfig", node_kubeconfig, "--metrics-addr", "127.0.0.1:7472",
-                                              *setup.args(),
-                                              *(["--bgp-workdir", str(workdir)] if bgp_ok else [])],
-                                       stdout=log, stderr=subprocess.STDOUT))
+                speakers[node] = lab.popen(host, [sys.executable, "-m", "lbspeaker.cli", "speaker", "--node-name", node,
+                                                  "--kubeconfig", node_kubeconfig, "--metrics-addr", "127.0.0.1:7472",
+                                                  *setup.args(),
+                                                  *(["--bgp-workdir", str(workdir)] if bgp_ok else [])],
+                                           stdout=log, stderr=subprocess.STDOUT)
+                procs.append(speakers[node])
                 info(f"{node}: speaker started (log {tmp / f'speaker-{node}.log'})")
 
         step("A LoadBalancer Service")
@@ -315,7 +317,7 @@ def main() -> int:
                 info(f"  {answer!r} x {count}")
 
         step(f"Failover: SIGKILL the speaker of {owner_node}")
-        victim = next(p for p in procs if owner_node in " ".join(map(str, p.args)) and "speaker" in str(p.args))
+        victim = speakers[owner_node]
         # Stop answering for the VIP on the dead node too, as a dead node would.
         hosts[owner_node].run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"])
         arp = ArpWatch(lab, client) if shutil.which("tcpdump") else None

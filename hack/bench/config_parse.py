@@ -34,7 +34,7 @@ def many_pools() -> str:
 
 def many_addresses() -> str:
     """One pool with as many address entries as fit in 1 MiB (about 80,000)."""
-    entries = []
+    entries: list[str] = []
     size = 0
     while size < 1_040_000:
         entry = f"{_ip(len(entries) * 2)}/32"

@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 NS = "bench"
 CONFIG = """
@@ -60,7 +61,7 @@ class Api:
             c = self.local.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         return c
 
-    def call(self, method: str, path: str, body: object = None, ctype: str = "application/json") -> dict:
+    def call(self, method: str, path: str, body: object = None, ctype: str = "application/json") -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": ctype, "Accept": "application/json"} if data else {"Accept": "application/json"}
         c = self.conn()
@@ -74,14 +75,17 @@ class Api:
             raise
         if resp.status >= 300:
             raise RuntimeError(f"{method} {path}: {resp.status} {raw[:200]!r}")
-        return json.loads(raw) if raw else {}
+        if not raw:
+            return {}
+        answer: dict[str, Any] = json.loads(raw)
+        return answer
 
 
-def service(name: str, lb_class: str | None) -> dict:
+def service(name: str, lb_class: str | None) -> dict[str, Any]:
     # IPv6 single-stack: the documentation ranges hold only 768 IPv4 addresses, and a /64 pool shows
     # that allocation never walks the range.
-    spec: dict = {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name},
-                  "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack"}
+    spec: dict[str, Any] = {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}],
+                            "selector": {"app": name}, "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack"}
     if lb_class:
         spec["loadBalancerClass"] = lb_class
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
@@ -97,7 +101,8 @@ def create_many(api: Api, names: list[str], lb_class: str | None, threads: int =
 def metrics_text(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            return r.read().decode()
+            body: bytes = r.read()
+            return body.decode()
     except OSError:
         return ""
 
@@ -113,7 +118,7 @@ def metric(port: int, name: str) -> float:
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return r.status == 200
+            return bool(r.status == 200)
     except OSError:
         return False
 

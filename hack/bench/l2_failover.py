@@ -87,8 +87,7 @@ def settle(spk: SpeakerLab, nodes: tuple[str, ...]) -> None:
     """Every speaker counts every node alive (a restarted one has rejoined)."""
     for node in nodes:
         proc = spk.speakers[node]
-        wait_for(f"{node} to count {len(nodes)} members",
-                 lambda p=proc: p.metric("lbspeaker_speaker_live_members") == len(nodes), 20, 0.1)
+        wait_for(f"{node} to count {len(nodes)} members", proc.counts_members(len(nodes)), 20, 0.1)
 
 
 def pct(values: list[float], p: float) -> float:

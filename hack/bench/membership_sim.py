@@ -47,13 +47,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def ranked(names: list[str], ip: str) -> list[str]:
+    """``names`` by rendezvous score for ``ip``, highest first."""
+    return sorted(names, key=lambda n: -election.score(n, ip))
+
+
 class Owners:
     """Per sampled IP, every node ranked by its rendezvous score: a node's view of the owner is the
     first node of the ranking it counts alive (it may be itself)."""
 
     def __init__(self, names: list[str], count: int) -> None:
         self.ips = [f"198.51.100.{i % 250 + 1}" if i < 250 else f"2001:db8::{i:x}" for i in range(count)]
-        self.ranking = {ip: sorted(names, key=lambda n, ip=ip: -election.score(n, ip)) for ip in self.ips}
+        self.ranking = {ip: ranked(names, ip) for ip in self.ips}
 
     def owned_by(self, node: str, sim: Simulation) -> list[str]:
         return [ip for ip in self.ips if self.view_owner(ip, node, sim) == node]
@@ -151,8 +156,8 @@ def main() -> int:
     picked = [n for n in survivors if owners.owned_by(n, sim)][: args.partitions]
     for node in picked:
         ips = owners.owned_by(node, sim)
-        others = frozenset(survivors) - {node}
-        cut = sim.cut(Cut(frozenset({node}), others))
+        rest = frozenset(survivors) - {node}
+        cut = sim.cut(Cut(frozenset({node}), rest))
         t0 = sim.now
         fenced = everyone = None
         double = 0.0

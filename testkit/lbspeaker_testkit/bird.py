@@ -208,21 +208,32 @@ def parse_show_protocols(text: str) -> dict[str, ProtocolStatus]:
     return out
 
 
+@dataclass
+class _PathSoFar:
+    """The path being read: RoutePath's fields, filled in line by line."""
+
+    protocol: str
+    since: str
+    primary: bool
+    gateway: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
 def parse_show_route(text: str) -> dict[str, list[RoutePath]]:
     """Parse ``birdc show route all``: prefix -> its paths (the primary one marked)."""
     routes: dict[str, list[RoutePath]] = {}
     prefix: str | None = None
-    current: dict[str, object] | None = None
+    current: _PathSoFar | None = None
 
     def finish() -> None:
         if current is not None and prefix is not None:
             routes.setdefault(prefix, []).append(
                 RoutePath(
-                    protocol=str(current["protocol"]),
-                    since=str(current["since"]),
-                    primary=bool(current["primary"]),
-                    gateway=current["gateway"] if isinstance(current["gateway"], str) else None,
-                    attributes=dict(current["attributes"]),  # type: ignore[call-overload]
+                    protocol=current.protocol,
+                    since=current.since,
+                    primary=current.primary,
+                    gateway=current.gateway,
+                    attributes=dict(current.attributes),
                 )
             )
 
@@ -234,26 +245,19 @@ def parse_show_route(text: str) -> dict[str, list[RoutePath]]:
             finish()
             if head.group("prefix"):
                 prefix = head.group("prefix")
-            current = {
-                "protocol": head.group("proto"),
-                "since": head.group("since"),
-                "primary": head.group("primary") is not None,
-                "gateway": None,
-                "attributes": {},
-            }
+            current = _PathSoFar(protocol=head.group("proto"), since=head.group("since"),
+                                 primary=head.group("primary") is not None)
             continue
         if current is None:
             continue
         via = _VIA.match(line)
         if via:
-            if current["gateway"] is None:
-                current["gateway"] = via.group("gw")
+            if current.gateway is None:
+                current.gateway = via.group("gw")
             continue
         key, sep, value = line.strip().partition(":")
         if sep:
-            attributes = current["attributes"]
-            assert isinstance(attributes, dict)
-            attributes[key.strip()] = value.strip()
+            current.attributes[key.strip()] = value.strip()
     finish()
     return routes
 

@@ -24,8 +24,12 @@ def rest_for(kubeconfig: str) -> Rest:
     return Rest(load_api_client(kubeconfig))
 
 
-def wait_for(fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` and the last value after ``timeout``."""
+def wait_for(fn: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05,
+             what: str = "condition") -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` and the last value after ``timeout``.
+
+    ``fn`` may answer None for "not yet"; the truthy value it finally returns is the result.
+    """
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -45,7 +49,7 @@ class HandlerLog:
 
     def __call__(self, old: JSON | None, new: JSON | None) -> None:
         with self._lock:
-            self.events.append((old and old["metadata"]["name"], new and new["metadata"]["name"]))
+            self.events.append((_name(old), _name(new)))
 
     def deleted(self) -> set[str]:
         with self._lock:
@@ -54,6 +58,11 @@ class HandlerLog:
     def added(self) -> set[str]:
         with self._lock:
             return {n for o, n in self.events if n and o is None}
+
+
+def _name(obj: JSON | None) -> str | None:
+    """The object's name, or None for no object (an informer's "before" of an add, "after" of a delete)."""
+    return str(obj["metadata"]["name"]) if obj else None
 
 
 def unique(prefix: str) -> str:

@@ -23,11 +23,22 @@ import selectors
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO, Any, TypedDict, Unpack
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class PopenOptions(TypedDict, total=False):
+    """The ``subprocess.Popen`` options a lab process may take (bytes I/O: its pipes carry bytes)."""
+
+    stdin: int | IO[Any] | None
+    stdout: int | IO[Any] | None
+    stderr: int | IO[Any] | None
+    env: Mapping[str, str] | None
+    cwd: str | os.PathLike[str] | None
 
 
 def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -81,8 +92,8 @@ class Host:
     def run(self, cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return run(self.exec_args(cmd), check=check, timeout=timeout)
 
-    def popen(self, cmd: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.exec_args(cmd), **kwargs)  # type: ignore[call-overload, no-any-return]
+    def popen(self, cmd: Sequence[str], **options: Unpack[PopenOptions]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.exec_args(cmd), **options)
 
 
 @dataclass
@@ -154,9 +165,9 @@ class Lab:
         """Take a host's interface down or up (a data-path failure as the host sees it)."""
         run(["ip", "-n", host.name, "link", "set", host.ifname, "up" if up else "down"])
 
-    def popen(self, host: Host, cmd: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    def popen(self, host: Host, cmd: Sequence[str], **options: Unpack[PopenOptions]) -> subprocess.Popen[bytes]:
         """Start a process in a host namespace; it is killed on ``close``."""
-        proc = host.popen(cmd, **kwargs)
+        proc = host.popen(cmd, **options)
         self._procs.append(proc)
         return proc
 
@@ -241,13 +252,12 @@ def _pump(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
     sel = selectors.DefaultSelector()
     a.setblocking(False)
     b.setblocking(False)
-    sel.register(a, selectors.EVENT_READ, b)
-    sel.register(b, selectors.EVENT_READ, a)
+    sel.register(a, selectors.EVENT_READ)
+    sel.register(b, selectors.EVENT_READ)
     try:
         while not stop.is_set():
             for key, _ in sel.select(timeout=0.5):
-                src: socket.socket = key.fileobj  # type: ignore[assignment]
-                dst: socket.socket = key.data
+                src, dst = (a, b) if key.fileobj is a else (b, a)
                 try:
                     data = src.recv(65536)
                 except BlockingIOError:

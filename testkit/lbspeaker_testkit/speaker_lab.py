@@ -122,6 +122,10 @@ class SpeakerProc:
                 return float(line.rsplit(" ", 1)[1])
         return None
 
+    def counts_members(self, members: int) -> Callable[[], bool]:
+        """A probe for ``wait_for``: does this speaker count ``members`` live members (by its metric)?"""
+        return lambda: self.metric("lbspeaker_speaker_live_members") == members
+
     def ready(self) -> bool:
         return self.http("/readyz")[0] == 200
 

@@ -32,8 +32,8 @@ def contents(image: BuiltImage) -> archive.ArchiveImage:
 
 def _deployed_image() -> str:
     """The image reference deploy/ runs, kustomization.yaml's images: override applied; one for both."""
-    images = {kubelet.only_container(kubelet.pod_spec(kubelet.deployed(kind, name)))["image"]
-              for kind, name in (("DaemonSet", "speaker"), ("Deployment", "controller"))}
+    images: set[str] = {kubelet.only_container(kubelet.pod_spec(kubelet.deployed(kind, name)))["image"]
+                         for kind, name in (("DaemonSet", "speaker"), ("Deployment", "controller"))}
     assert len(images) == 1, images
     return images.pop()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from lbspeaker_testkit.bird import BirdNeighbor, BirdRouter, bird_available, render_bird_config, wait_until
@@ -86,6 +86,11 @@ def _setup_cluster(lab: ImageLab) -> None:
             "ports": [{"name": "p0", "protocol": "TCP", "port": 8080}]})
 
 
+def ready_or_gone(container: Container) -> Callable[[], bool]:
+    """A probe: is the container ready, or has it stopped (then waiting longer is no use)?"""
+    return lambda: container.probe("readiness")[0] == 200 or not container.running()
+
+
 @pytest.fixture(scope="module")
 def running(image: BuiltImage) -> Iterator[Running]:
     with ImageLab(image.id) as lab:
@@ -100,8 +105,7 @@ def running(image: BuiltImage) -> Iterator[Running]:
                                 host_network=True)
             for container in (controller, speaker):
                 try:
-                    wait_for(lambda c=container: c.probe("readiness")[0] == 200 or not c.running(), timeout=90,
-                             what=f"{container.name} ready")
+                    wait_for(ready_or_gone(container), timeout=90, what=f"{container.name} ready")
                     assert container.running()
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n{container.name} logs:\n{container.logs()}") from None

@@ -11,7 +11,16 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from lbspeaker_testkit.kubeutil import Cluster, controller, lb_service, pool_configmap, unique, wait_for
+from lbspeaker_testkit.apiserver import APIServer
+from lbspeaker_testkit.kubeutil import (
+    Cluster,
+    ControllerProcess,
+    controller,
+    lb_service,
+    pool_configmap,
+    unique,
+    wait_for,
+)
 
 from lbspeaker.kube.rest import ApiError
 
@@ -24,10 +33,11 @@ address-pools:
 
 
 @pytest.fixture
-def api_server_or_none(request: pytest.FixtureRequest) -> object:
+def api_server_or_none(request: pytest.FixtureRequest) -> APIServer | None:
     """The in-process API test server, or None on a real cluster (where its counters do not exist)."""
     try:
-        return request.getfixturevalue("api_server")
+        server: APIServer = request.getfixturevalue("api_server")
+        return server
     except pytest.skip.Exception:
         return None
 
@@ -43,23 +53,19 @@ def lb_class() -> str:
 
 
 @pytest.fixture
-def ctl(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> Iterator[object]:
+def ctl(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> Iterator[ControllerProcess]:
     """A controller with the 3-address pool."""
     cluster.create(namespace, "configmaps", pool_configmap(POOL3))
     with controller(kubeconfig, namespace, lb_class) as proc:
         yield proc
 
 
-def svc(name: str, lb_class: str, **kw: object) -> dict[str, object]:
-    return lb_service(name, lb_class=lb_class, **kw)  # type: ignore[arg-type]
-
-
-def test_pool_of_three_four_services(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+def test_pool_of_three_four_services(ctl: ControllerProcess, cluster: Cluster, namespace: str, lb_class: str) -> None:
     for i in range(3):
-        cluster.create(namespace, "services", svc(f"s{i}", lb_class))
+        cluster.create(namespace, "services", lb_service(f"s{i}", lb_class=lb_class))
     got = {cluster.wait_ips(namespace, f"s{i}")[0] for i in range(3)}
     assert got == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
-    cluster.create(namespace, "services", svc("s3", lb_class))
+    cluster.create(namespace, "services", lb_service("s3", lb_class=lb_class))
     ev = cluster.wait_event(namespace, "s3", "AllocationFailed")
     assert ev["type"] == "Warning"
     assert "exhausted" in ev["message"] and "small" in ev["message"], ev["message"]
@@ -73,7 +79,7 @@ def test_pool_of_three_four_services(ctl: object, cluster: Cluster, namespace: s
 
 
 def test_restart_changes_nothing(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster,
-                                 api_server_or_none: object) -> None:
+                                 api_server_or_none: APIServer | None) -> None:
     cluster.create(namespace, "configmaps", pool_configmap("""
 address-pools:
 - name: big
@@ -83,7 +89,7 @@ address-pools:
 """))
     with controller(kubeconfig, namespace, lb_class):
         for i in range(200):
-            cluster.create(namespace, "services", svc(f"r{i:03d}", lb_class))
+            cluster.create(namespace, "services", lb_service(f"r{i:03d}", lb_class=lb_class))
         wait_for(lambda: all(cluster.ips(namespace, f"r{i:03d}") for i in range(200)), 60,
                  what="200 services assigned")
     before = {i: cluster.get(namespace, "services", f"r{i:03d}") for i in range(200)}
@@ -92,61 +98,62 @@ address-pools:
     assert not any(ip.endswith((".0", ".255")) for ip in ips)
     counts_before = _status_writes(api_server_or_none)
     with controller(kubeconfig, namespace, lb_class) as proc:
-        wait_for(lambda: proc.http("/readyz")[0] == 200, 30, what="readyz")  # type: ignore[attr-defined]
+        wait_for(lambda: proc.http("/readyz")[0] == 200, 30, what="readyz")
         time.sleep(2.0)  # give a misbehaving controller time to write
         after = {i: cluster.get(namespace, "services", f"r{i:03d}") for i in range(200)}
     for i in range(200):
-        assert after[i] and before[i]
-        assert after[i]["metadata"]["resourceVersion"] == before[i]["metadata"]["resourceVersion"], i
+        was, now = before[i], after[i]
+        assert now and was
+        assert now["metadata"]["resourceVersion"] == was["metadata"]["resourceVersion"], i
     if counts_before is not None:
         assert _status_writes(api_server_or_none) == counts_before
 
 
-def _status_writes(server: object) -> int | None:
+def _status_writes(server: APIServer | None) -> int | None:
     if server is None:
         return None
-    counts = server.request_counts()  # type: ignore[attr-defined]
+    counts = server.request_counts()
     return sum(n for k, n in counts.items() if "status" in k and k[0] in ("patch", "update", "PATCH", "PUT"))
 
 
-def test_requested_ips(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
-    cluster.create(namespace, "services", svc("want", lb_class, load_balancer_ip="192.0.2.12"))
+def test_requested_ips(ctl: ControllerProcess, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", lb_service("want", lb_class=lb_class, load_balancer_ip="192.0.2.12"))
     assert cluster.wait_ips(namespace, "want") == ["192.0.2.12"]
-    cluster.create(namespace, "services",
-                   svc("ann", lb_class, annotations={"metallb.universe.tf/loadBalancerIPs": "192.0.2.11"}))
+    cluster.create(namespace, "services", lb_service("ann", lb_class=lb_class,
+                                                     annotations={"metallb.universe.tf/loadBalancerIPs": "192.0.2.11"}))
     assert cluster.wait_ips(namespace, "ann") == ["192.0.2.11"]
-    cluster.create(namespace, "services", svc("taken", lb_class, load_balancer_ip="192.0.2.12"))
+    cluster.create(namespace, "services", lb_service("taken", lb_class=lb_class, load_balancer_ip="192.0.2.12"))
     ev = cluster.wait_event(namespace, "taken", "AllocationFailed")
     assert "192.0.2.12" in ev["message"]
-    cluster.create(namespace, "services", svc("outside", lb_class, load_balancer_ip="203.0.113.9"))
+    cluster.create(namespace, "services", lb_service("outside", lb_class=lb_class, load_balancer_ip="203.0.113.9"))
     ev = cluster.wait_event(namespace, "outside", "AllocationFailed")
     assert "203.0.113.9" in ev["message"]
     cluster.create(namespace, "services",
-                   svc("bad", lb_class, annotations={"lbspeaker.io/loadBalancerIPs": "not-an-ip,,"}))
+                   lb_service("bad", lb_class=lb_class, annotations={"lbspeaker.io/loadBalancerIPs": "not-an-ip,,"}))
     ev = cluster.wait_event(namespace, "bad", "AllocationFailed")
     assert "lbspeaker.io/loadBalancerIPs='not-an-ip,,'" in ev["message"], ev["message"]
     assert "'not-an-ip' is not an IP address" in ev["message"], "the message names the bad value"
-    assert ctl.http("/healthz")[0] == 200  # type: ignore[attr-defined]
+    assert ctl.http("/healthz")[0] == 200
 
 
-def test_sharing(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
+def test_sharing(ctl: ControllerProcess, cluster: Cluster, namespace: str, lb_class: str) -> None:
     share = {"lbspeaker.io/allow-shared-ip": "k1"}
-    cluster.create(namespace, "services", svc("web", lb_class, ports=[("TCP", 80)], annotations=share))
+    cluster.create(namespace, "services", lb_service("web", lb_class=lb_class, ports=[("TCP", 80)], annotations=share))
     ip = cluster.wait_ips(namespace, "web")[0]
     cluster.create(namespace, "services",
-                   svc("dns", lb_class, ports=[("UDP", 53)], annotations=share, load_balancer_ip=ip))
+                   lb_service("dns", lb_class=lb_class, ports=[("UDP", 53)], annotations=share, load_balancer_ip=ip))
     assert cluster.wait_ips(namespace, "dns") == [ip]
     # Same port: may not share, even with the key.
     cluster.create(namespace, "services",
-                   svc("web2", lb_class, ports=[("TCP", 80)], annotations=share, load_balancer_ip=ip))
+                   lb_service("web2", lb_class=lb_class, ports=[("TCP", 80)], annotations=share, load_balancer_ip=ip))
     cluster.wait_event(namespace, "web2", "AllocationFailed")
     # Different key: may not share.
-    cluster.create(namespace, "services", svc("other", lb_class, ports=[("TCP", 81)],
-                                              annotations={"lbspeaker.io/allow-shared-ip": "k2"},
-                                              load_balancer_ip=ip))
+    cluster.create(namespace, "services", lb_service("other", lb_class=lb_class, ports=[("TCP", 81)],
+                                                     annotations={"lbspeaker.io/allow-shared-ip": "k2"},
+                                                     load_balancer_ip=ip))
     cluster.wait_event(namespace, "other", "AllocationFailed")
     # Auto-assign with the same key and a free port lands on the shared IP (lowest acceptable).
-    cluster.create(namespace, "services", svc("ssh", lb_class, ports=[("TCP", 22)], annotations=share))
+    cluster.create(namespace, "services", lb_service("ssh", lb_class=lb_class, ports=[("TCP", 22)], annotations=share))
     assert cluster.wait_ips(namespace, "ssh") == [ip]
 
 
@@ -160,22 +167,22 @@ address-pools:
   protocol: layer2
   addresses: [192.0.2.30-192.0.2.31, 2001:db8:5::/120]
 """))
-    create_dual_stack_or_skip(cluster, namespace, svc("d", lb_class, families=["IPv4", "IPv6"],
-                                                      family_policy="RequireDualStack"))
+    create_dual_stack_or_skip(cluster, namespace, lb_service("d", lb_class=lb_class, families=["IPv4", "IPv6"],
+                                                             family_policy="RequireDualStack"))
     with controller(kubeconfig, namespace, lb_class):
         ips = cluster.wait_ips(namespace, "d", count=2)
         assert {ipaddress.ip_address(i).version for i in ips} == {4, 6}
         assert ips[0] == "192.0.2.30" and ips[1] == "2001:db8:5::"
         ev = cluster.wait_event(namespace, "d", "IPAllocated")
         assert ev["message"] == "Assigned IPs 192.0.2.30, 2001:db8:5:: from pool dual", ev["message"]
-        cluster.create(namespace, "services", svc("v6", lb_class, families=["IPv6"]))
+        cluster.create(namespace, "services", lb_service("v6", lb_class=lb_class, families=["IPv6"]))
         assert cluster.wait_ips(namespace, "v6") == ["2001:db8:5::1"]
-        cluster.create(namespace, "services", svc("pref", lb_class, families=["IPv4", "IPv6"],
-                                                  family_policy="PreferDualStack"))
+        cluster.create(namespace, "services", lb_service("pref", lb_class=lb_class, families=["IPv4", "IPv6"],
+                                                         family_policy="PreferDualStack"))
         assert len(cluster.wait_ips(namespace, "pref", count=2)) == 2
-        cluster.create(namespace, "services", svc("req", lb_class, families=["IPv4", "IPv6"],
-                                                  family_policy="RequireDualStack",
-                                                  annotations={"lbspeaker.io/address-pool": "v4only"}))
+        cluster.create(namespace, "services", lb_service("req", lb_class=lb_class, families=["IPv4", "IPv6"],
+                                                         family_policy="RequireDualStack",
+                                                         annotations={"lbspeaker.io/address-pool": "v4only"}))
         cluster.wait_event(namespace, "req", "AllocationFailed")
 
 
@@ -207,8 +214,8 @@ def test_a_single_stack_cluster_is_detected(make_api_server: Callable[..., tuple
 def test_class_filtering(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> None:
     cluster.create(namespace, "configmaps", pool_configmap(POOL3))
     with controller(kubeconfig, namespace, lb_class):
-        cluster.create(namespace, "services", svc("mine", lb_class))
-        cluster.create(namespace, "services", svc("theirs", lb_class + "-other"))
+        cluster.create(namespace, "services", lb_service("mine", lb_class=lb_class))
+        cluster.create(namespace, "services", lb_service("theirs", lb_class=lb_class + "-other"))
         cluster.create(namespace, "services", lb_service("noclass"))
         cluster.create(namespace, "services", lb_service("cip", svc_type="ClusterIP"))
         cluster.wait_ips(namespace, "mine")
@@ -218,7 +225,7 @@ def test_class_filtering(kubeconfig: str, namespace: str, lb_class: str, cluster
         assert cluster.events(namespace, "theirs") == []
 
 
-def test_default_class_only_classless(api_server: object, kubeconfig: str, namespace: str,
+def test_default_class_only_classless(api_server: APIServer, kubeconfig: str, namespace: str,
                                       cluster: Cluster) -> None:
     """Without --lb-class the controller takes classless Services only (test server only: it takes all)."""
     cluster.create(namespace, "configmaps", pool_configmap(POOL3))
@@ -230,8 +237,8 @@ def test_default_class_only_classless(api_server: object, kubeconfig: str, names
         assert cluster.ips(namespace, "classed") == []
 
 
-def test_invalid_config_kept_out(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
-    cluster.create(namespace, "services", svc("a", lb_class))
+def test_invalid_config_kept_out(ctl: ControllerProcess, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", lb_service("a", lb_class=lb_class))
     ip = cluster.wait_ips(namespace, "a")[0]
     cluster.patch(namespace, "configmaps", "config", {"data": {"config": """
 address-pools:
@@ -241,18 +248,19 @@ address-pools:
 """}})
     ev = cluster.wait_event(namespace, "config", "InvalidConfig")
     assert "address-pools[0].addresses[0]" in ev["message"] and "192.0.2.300" in ev["message"]
-    wait_for(lambda: ctl.metric("lbspeaker_controller_config_stale") == 1.0,  # type: ignore[attr-defined]
+    wait_for(lambda: ctl.metric("lbspeaker_controller_config_stale") == 1.0,
              what="config_stale metric")
-    cluster.create(namespace, "services", svc("b", lb_class))
+    cluster.create(namespace, "services", lb_service("b", lb_class=lb_class))
     assert cluster.wait_ips(namespace, "b")  # the last good pool still serves
     assert cluster.ips(namespace, "a") == [ip]
     cluster.patch(namespace, "configmaps", "config", {"data": {"config": POOL3}})
-    wait_for(lambda: ctl.metric("lbspeaker_controller_config_stale") == 0.0,  # type: ignore[attr-defined]
+    wait_for(lambda: ctl.metric("lbspeaker_controller_config_stale") == 0.0,
              what="config_stale back to 0")
 
 
-def test_pool_removed_services_reassigned(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
-    cluster.create(namespace, "services", svc("m", lb_class))
+def test_pool_removed_services_reassigned(ctl: ControllerProcess, cluster: Cluster, namespace: str,
+                                          lb_class: str) -> None:
+    cluster.create(namespace, "services", lb_service("m", lb_class=lb_class))
     assert cluster.wait_ips(namespace, "m") == ["192.0.2.10"]
     cluster.patch(namespace, "configmaps", "config", {"data": {"config": """
 address-pools:
@@ -265,8 +273,8 @@ address-pools:
     assert "192.0.2.10" in ev["message"], "the event says what it had and why it moved"
 
 
-def test_no_longer_load_balancer(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
-    cluster.create(namespace, "services", svc("t", lb_class))
+def test_no_longer_load_balancer(ctl: ControllerProcess, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", lb_service("t", lb_class=lb_class))
     ip = cluster.wait_ips(namespace, "t")[0]
     obj = cluster.get(namespace, "services", "t")
     assert obj is not None
@@ -278,20 +286,20 @@ def test_no_longer_load_balancer(ctl: object, cluster: Cluster, namespace: str, 
         port.pop("nodePort", None)
     cluster.put(namespace, "services", obj)
     wait_for(lambda: cluster.ips(namespace, "t") == [], what="status cleared")
-    cluster.create(namespace, "services", svc("u", lb_class))
+    cluster.create(namespace, "services", lb_service("u", lb_class=lb_class))
     assert cluster.wait_ips(namespace, "u") == [ip], "the freed IP is reused"
 
 
-def test_metrics_and_health(ctl: object, cluster: Cluster, namespace: str, lb_class: str) -> None:
-    cluster.create(namespace, "services", svc("m1", lb_class))
+def test_metrics_and_health(ctl: ControllerProcess, cluster: Cluster, namespace: str, lb_class: str) -> None:
+    cluster.create(namespace, "services", lb_service("m1", lb_class=lb_class))
     cluster.wait_ips(namespace, "m1")
-    wait_for(lambda: ctl.metric("lbspeaker_controller_addresses_in_use",  # type: ignore[attr-defined]
+    wait_for(lambda: ctl.metric("lbspeaker_controller_addresses_in_use",
                                 'family="IPv4",pool="small"') == 1.0, what="in-use gauge")
-    assert ctl.metric("lbspeaker_controller_addresses_total",  # type: ignore[attr-defined]
+    assert ctl.metric("lbspeaker_controller_addresses_total",
                       'family="IPv4",pool="small"') == 3.0
-    assert ctl.metric("lbspeaker_controller_config_loaded") == 1.0  # type: ignore[attr-defined]
-    assert (ctl.metric("lbspeaker_controller_allocations_total", 'pool="small"') or 0) >= 1  # type: ignore[attr-defined]
-    assert ctl.http("/readyz")[0] == 200  # type: ignore[attr-defined]
+    assert ctl.metric("lbspeaker_controller_config_loaded") == 1.0
+    assert (ctl.metric("lbspeaker_controller_allocations_total", 'pool="small"') or 0) >= 1
+    assert ctl.http("/readyz")[0] == 200
 
 
 def test_leader_election(kubeconfig: str, namespace: str, lb_class: str, cluster: Cluster) -> None:
@@ -301,10 +309,10 @@ def test_leader_election(kubeconfig: str, namespace: str, lb_class: str, cluster
         with controller(kubeconfig, namespace, lb_class, "--leader-elect") as second:
             time.sleep(1.5)
             assert second.metric("lbspeaker_controller_leader") in (None, 0.0)
-            cluster.create(namespace, "services", svc("le", lb_class))
+            cluster.create(namespace, "services", lb_service("le", lb_class=lb_class))
             assert cluster.wait_ips(namespace, "le") == ["192.0.2.10"]
             first.stop()  # graceful: releases the lease
             wait_for(lambda: second.metric("lbspeaker_controller_leader") == 1.0, 30, what="second takes over")
-            cluster.create(namespace, "services", svc("le2", lb_class))
+            cluster.create(namespace, "services", lb_service("le2", lb_class=lb_class))
             assert cluster.wait_ips(namespace, "le2") == ["192.0.2.11"]
             assert cluster.ips(namespace, "le") == ["192.0.2.10"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,8 @@ from lbspeaker_testkit.kubeutil import Cluster, lb_service, pool_configmap, rest
 
 import controller.reconcile as reconcile_module
 from controller.reconcile import Controller
+from lbspeaker.config import Config
+from lbspeaker.config.cluster import JSON, load_config
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.rest import MERGE_PATCH, Rest, path_for
 
@@ -111,11 +113,10 @@ def test_readiness_fails_while_a_config_parse_is_stuck(
     r = run(parse_ready_limit=0.5)
     wait_for(lambda: r.ctl.ready()[0], 30, what="ready")
     release = threading.Event()
-    real_load = reconcile_module.load_config
 
-    def stuck_load(sources: Any) -> Any:
+    def stuck_load(sources: Iterable[JSON]) -> tuple[Config | None, list[tuple[JSON, str]]]:
         release.wait(30)
-        return real_load(sources)
+        return load_config(sources)
 
     monkeypatch.setattr(reconcile_module, "load_config", stuck_load)
     cluster.patch(namespace, "configmaps", "config", {"data": {"config": POOL3 + "\n# edited\n"}})

@@ -169,7 +169,7 @@ address-pools:
         def ready() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-                    return resp.status == 200
+                    return bool(resp.status == 200)
             except OSError:
                 return False
 

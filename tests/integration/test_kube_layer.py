@@ -13,12 +13,19 @@ from lbspeaker_testkit.kubeutil import HandlerLog, rest_for, wait_for
 from lbspeaker.kube.events import EventRecorder
 from lbspeaker.kube.informer import Informer
 from lbspeaker.kube.leader import LeaderElector
-from lbspeaker.kube.rest import MERGE_PATCH, ApiError, Rest, path_for
+from lbspeaker.kube.rest import JSON, MERGE_PATCH, ApiError, Rest, path_for
 
 
 def cm(name: str, value: str = "1", labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
             "data": {"v": value}}
+
+
+def cached(inf: Informer, key: str) -> JSON:
+    """The informer's copy of ``key``, which must be in its cache."""
+    obj = inf.get(key)
+    assert obj is not None, f"{key} is not in the cache"
+    return obj
 
 
 def test_informer_lists_watches_and_filters(kubeconfig: str, namespace: str) -> None:
@@ -32,7 +39,7 @@ def test_informer_lists_watches_and_filters(kubeconfig: str, namespace: str) -> 
     try:
         assert inf.wait_synced(10)
         assert sorted(o["metadata"]["name"] for o in inf.items()) == ["pre0", "pre1", "pre2"]
-        assert inf.get(f"{namespace}/pre0")["kind"] == "ConfigMap"  # type: ignore[index]
+        assert cached(inf, f"{namespace}/pre0")["kind"] == "ConfigMap"
         rest.request("POST", path_for("v1", "configmaps", namespace), body=cm("new", labels={"t": "x"}))
         rest.request("POST", path_for("v1", "configmaps", namespace), body=cm("other", labels={"t": "y"}))
         rest.request("PATCH", path_for("v1", "configmaps", namespace, "pre1"), body={"data": {"v": "2"}},
@@ -40,7 +47,7 @@ def test_informer_lists_watches_and_filters(kubeconfig: str, namespace: str) -> 
         rest.request("DELETE", path_for("v1", "configmaps", namespace, "pre2"))
         wait_for(lambda: sorted(o["metadata"]["name"] for o in inf.items()) == ["new", "pre0", "pre1"],
                  what="cache follows the watch")
-        wait_for(lambda: inf.get(f"{namespace}/pre1")["data"]["v"] == "2", what="update seen")  # type: ignore[index]
+        wait_for(lambda: cached(inf, f"{namespace}/pre1")["data"]["v"] == "2", what="update seen")
         assert ("pre2", None) in seen.events and (None, "new") in seen.events
         assert all("other" not in e for e in seen.events), "the label selector filters the watch"
     finally:

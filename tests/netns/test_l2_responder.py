@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from lbspeaker_testkit.netns import Host, Lab, in_netns, run
@@ -74,8 +74,8 @@ class Speaker:
         self.ready = json.loads(line)["ready"]
 
     @staticmethod
-    def _pump(stream: object, sink: Callable[[str], None]) -> None:
-        for raw in stream:  # type: ignore[attr-defined]
+    def _pump(stream: Iterable[bytes], sink: Callable[[str], None]) -> None:
+        for raw in stream:
             sink(raw.decode(errors="replace").rstrip("\n"))
 
     def logged(self, text: str) -> bool:

@@ -49,8 +49,7 @@ def spk() -> Iterator[SpeakerLab]:
 def lab(spk: SpeakerLab) -> Iterator[SpeakerLab]:
     spk.ensure_all()
     for node, proc in spk.speakers.items():
-        wait_for(f"{node} to count 3 live members", lambda p=proc: p.metric("lbspeaker_speaker_live_members") == 3,
-                 20, 0.1)
+        wait_for(f"{node} to count 3 live members", proc.counts_members(3), 20, 0.1)
     try:
         yield spk
     finally:

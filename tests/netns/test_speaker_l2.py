@@ -15,11 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from lbspeaker_testkit.kubeutil import ControllerProcess
-from lbspeaker_testkit.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, SpeakerProc, wait_for
+from lbspeaker_testkit.speaker_lab import NAMESPACE, SVC_NS, SpeakerLab, wait_for
 
 from lbspeaker import election
 from lbspeaker.l2 import packets
@@ -60,11 +60,7 @@ def lab(spk: SpeakerLab) -> Iterator[SpeakerLab]:
 def settle(spk: SpeakerLab, members: int = 3) -> None:
     for node, proc in spk.speakers.items():
         if proc.alive():
-            wait_for(f"{node} to count {members} live members", _counts(proc, members), 20, 0.1)
-
-
-def _counts(proc: SpeakerProc, members: int) -> Callable[[], bool]:
-    return lambda: proc.metric("lbspeaker_speaker_live_members") == members
+            wait_for(f"{node} to count {members} live members", proc.counts_members(members), 20, 0.1)
 
 
 def owner_mac(spk: SpeakerLab, ip: str, candidates: tuple[str, ...] = ALL) -> tuple[str, str]:

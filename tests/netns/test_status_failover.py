@@ -52,8 +52,7 @@ def test_status_names_the_new_owner_right_after_a_hard_failover() -> None:
         for node in ALL:
             lab.wait_ready(node)
         for node in ALL:
-            wait_for(f"{node} to count 3 live members",
-                     lambda n=node: lab.speakers[n].metric("lbspeaker_speaker_live_members") == 3, 20, 0.1)
+            wait_for(f"{node} to count 3 live members", lab.speakers[node].counts_members(3), 20, 0.1)
         owner = election.owner(IP, ALL)
         heir = election.owner(IP, [n for n in ALL if n != owner])
         assert owner is not None and heir is not None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -142,12 +143,20 @@ print(json.dumps({"code": code, "names": names, "modules": sorted(sys.modules)})
 """
 
 
-def program_registry(*argv: str) -> dict[str, object]:
+class Registry(TypedDict):
+    """What REGISTRY prints: the exit code (or the exception's name), the metric names, the modules loaded."""
+
+    code: int | str
+    names: list[str]
+    modules: list[str]
+
+
+def program_registry(*argv: str) -> Registry:
     """Run a program's real entry path (it stops at the kubeconfig) and list its metrics registry."""
     proc = python(REGISTRY, *argv)
     assert proc.returncode == 0, proc.stderr
-    got: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "lbspeaker.kube.client" in got["modules"]  # type: ignore[operator]  # got as far as the kubeconfig
+    got: Registry = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "lbspeaker.kube.client" in got["modules"]  # got as far as the kubeconfig
     return got
 
 
@@ -157,7 +166,7 @@ def test_the_speaker_process_registers_no_controller_series(tmp_path: Path) -> N
     names = got["names"]
     assert isinstance(names, list) and names
     assert all(n.startswith("lbspeaker_speaker_") for n in names), names
-    assert not [m for m in got["modules"] if str(m).split(".")[0] == "controller"]  # type: ignore[attr-defined]
+    assert not [m for m in got["modules"] if str(m).split(".")[0] == "controller"]
 
 
 def test_the_controller_process_registers_no_speaker_series(tmp_path: Path) -> None:
@@ -165,7 +174,7 @@ def test_the_controller_process_registers_no_speaker_series(tmp_path: Path) -> N
     names = got["names"]
     assert isinstance(names, list) and "lbspeaker_controller_config_loaded" in names
     assert all(n.startswith("lbspeaker_controller_") for n in names), names
-    assert not [m for m in got["modules"] if str(m).startswith("lbspeaker.speaker")]  # type: ignore[attr-defined]
+    assert not [m for m in got["modules"] if str(m).startswith("lbspeaker.speaker")]
 
 
 def test_config_check_uses_the_check_modules_add_arguments_and_run(monkeypatch: pytest.MonkeyPatch) -> None:

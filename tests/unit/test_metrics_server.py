@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from lbspeaker import metrics
 from lbspeaker.hostport import BindTarget
-from lbspeaker.metrics import MetricsServer
+from lbspeaker.metrics import Check, MetricsServer
 
 
 def _ipv6_loopback() -> bool:
@@ -45,8 +45,9 @@ def registry() -> CollectorRegistry:
 
 
 @contextlib.contextmanager
-def serve(addr: str, registry: CollectorRegistry, **checks: object) -> Iterator[MetricsServer]:
-    server = MetricsServer(addr, registry=registry, **checks)  # type: ignore[arg-type]
+def serve(addr: str, registry: CollectorRegistry, *, healthy: Check | None = None,
+          ready: Check | None = None) -> Iterator[MetricsServer]:
+    server = MetricsServer(addr, healthy=healthy, ready=ready, registry=registry)
     server.start()
     try:
         yield server
@@ -84,13 +85,13 @@ def test_no_ipv6_on_the_node_falls_back_to_ipv4(registry: CollectorRegistry, mon
     made: list[BindTarget] = []
     real = metrics._Server
 
-    def server(target: BindTarget, handler: type) -> metrics._Server:
+    def no_ipv6_server(target: BindTarget, handler: type) -> metrics._Server:
         made.append(target)
         if target.family == socket.AF_INET6:
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
         return real(BindTarget(target.family, ("127.0.0.1", target.address[1])), handler)
 
-    monkeypatch.setattr(metrics, "_Server", server)
+    monkeypatch.setattr(metrics, "_Server", no_ipv6_server)
     with serve(":0", registry) as server:
         assert [t.family for t in made] == [socket.AF_INET6, socket.AF_INET]
         assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,11 @@ from lbspeaker.bgp.supervisor import DEFAULT_EXABGP_ARGV, RELAY_SCRIPT
 RELAY = ["/usr/bin/python3", "-I", "/opt/lbspeaker/bgp/relay.py", "/run/lbspeaker/api.sock", "abc123"]
 
 
-def resolved(**kwargs: object) -> ResolvedPeer:
-    base: dict[str, object] = {"peer_address": "192.0.2.1", "peer_asn": 64512, "my_asn": 64500}
+def resolved(**kwargs: Any) -> ResolvedPeer:
+    """A peer for 192.0.2.1, AS 64512 from AS 64500; ``kwargs`` are BgpPeer's."""
+    base: dict[str, Any] = {"peer_address": "192.0.2.1", "peer_asn": 64512, "my_asn": 64500}
     base.update(kwargs)
-    peer = BgpPeer(**base)  # type: ignore[arg-type]
+    peer = BgpPeer(**base)
     local = "2001:db8:1::11" if peer.family == 6 else "192.0.2.11"
     return ResolvedPeer(peer=peer, local_address=local, router_id="192.0.2.11")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lbspeaker.bgp.model import Advertisement, BgpPeer, PeerId, ResolvedPeer, SessionState
@@ -35,11 +37,11 @@ def test_password_is_not_in_repr() -> None:
         ({"password": "x" * 81}, "password"),
     ],
 )
-def test_peer_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
-    base: dict[str, object] = {"peer_address": "192.0.2.1", "peer_asn": 64512, "my_asn": 64500}
+def test_peer_rejects_bad_values(kwargs: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {"peer_address": "192.0.2.1", "peer_asn": 64512, "my_asn": 64500}
     base.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        BgpPeer(**base)  # type: ignore[arg-type]
+        BgpPeer(**base)
 
 
 def test_hold_time_zero_is_allowed() -> None:
@@ -64,9 +66,9 @@ def test_advertisement_normalises_prefix_and_sorts_communities() -> None:
         {"localpref": -1},
     ],
 )
-def test_advertisement_rejects_bad_attributes(kwargs: dict[str, object]) -> None:
+def test_advertisement_rejects_bad_attributes(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        Advertisement(prefix="203.0.113.5/32", **kwargs)  # type: ignore[arg-type]
+        Advertisement(prefix="203.0.113.5/32", **kwargs)
 
 
 def test_peer_id_selector_names_every_part_of_the_exabgp_neighbour_name() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -89,9 +91,9 @@ _route = st.builds(
 
 
 @given(st.lists(_route, max_size=8), st.randoms())
-def test_merge_does_not_depend_on_order(routes: list[Advertisement], rnd: object) -> None:
+def test_merge_does_not_depend_on_order(routes: list[Advertisement], rnd: random.Random) -> None:
     shuffled = list(routes)
-    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    rnd.shuffle(shuffled)
     assert merge_routes(routes) == merge_routes(shuffled)
 
 

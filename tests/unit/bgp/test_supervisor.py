@@ -17,7 +17,7 @@ import socket
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,7 +204,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Fa
 
 
 @pytest.fixture
-def speaker_factory(tmp_path: Path, fake: tuple[list[str], FakeLog]):  # type: ignore[no-untyped-def]
+def speaker_factory(tmp_path: Path, fake: tuple[list[str], FakeLog]) -> Iterator[Callable[..., BgpSpeaker]]:
     made: list[BgpSpeaker] = []
 
     def make(events: list[SessionState] | None = None) -> BgpSpeaker:

@@ -19,7 +19,7 @@ import pytest
 
 from lbspeaker.bgp.config_render import render_config
 from lbspeaker.bgp.model import ResolvedPeer
-from lbspeaker.config import Config, ConfigError, parse_config, parse_configmap
+from lbspeaker.config import Config, ConfigError, SecretRef, parse_config, parse_configmap
 from lbspeaker.config.render import config_yaml
 from lbspeaker.config.scalars import Plain, plain_bool, plain_int
 from lbspeaker.config.yamlload import load_document
@@ -34,6 +34,13 @@ POOL = "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [198.51.100.0/2
 
 def _parse(text: str) -> Config:
     return parse_config(textwrap.dedent(text))
+
+
+def _secret(cfg: Config) -> SecretRef:
+    """The first peer's password-secret, which the documents below always give."""
+    ref = cfg.peers[0].password_secret
+    assert ref is not None
+    return ref
 
 
 # (string field, document with X where the scalar goes, how to read the field back)
@@ -62,9 +69,9 @@ STRING_FIELDS: list[tuple[str, str, Callable[[Config], Any]]] = [
      "bgp-communities: {X: '65535:65282'}\n" + POOL + "  bgp-advertisements: [{communities: [X]}]\n",
      lambda c: "X" if c.address_pools[0].bgp_advertisements[0].communities == ("65535:65282",) else None),
     ("peers[].password-secret.name", PEER + "  password-secret: {name: X}\n",
-     lambda c: c.peers[0].password_secret.name),
+     lambda c: _secret(c).name),
     ("peers[].password-secret.key", PEER + "  password-secret: {name: s, key: X}\n",
-     lambda c: c.peers[0].password_secret.key),
+     lambda c: _secret(c).key),
 ]  # fmt: skip
 
 # Label names and Secret names cannot hold every one of these (':', '_', upper case): those pairs are left out.

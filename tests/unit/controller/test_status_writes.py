@@ -36,12 +36,12 @@ class FakeRest:
 
 
 def writes(result: str) -> float:
-    return metrics.STATUS_WRITES.labels(result)._value.get()  # type: ignore[attr-defined, no-any-return]
+    return float(metrics.STATUS_WRITES.labels(result)._value.get())
 
 
 def make(rest: FakeRest, cached: dict[str, Any] | None = None) -> Controller:
     """A controller whose Service cache holds ``cached`` (the version the informer has delivered)."""
-    ctl = Controller(rest, stale_wait=0.05)  # type: ignore[arg-type]
+    ctl = Controller(rest, stale_wait=0.05)  # type: ignore[arg-type]  # FakeRest: only request(), scripted
     if cached is not None:
         ctl.services._store["ns/s"] = cached
     return ctl

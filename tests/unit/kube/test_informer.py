@@ -52,7 +52,7 @@ def run(lists: list[tuple[str, list[dict[str, Any]]]], watches: list[Any]
     seen: list[tuple[Any, Any]] = []
     holder: list[Informer] = []
     rest = ScriptedRest(lists, watches, lambda: holder[0].stop())
-    inf = Informer(rest, "/api/v1/namespaces/ns/configmaps", name="t",  # type: ignore[arg-type]
+    inf = Informer(rest, "/api/v1/namespaces/ns/configmaps", name="t",  # type: ignore[arg-type]  # scripted Rest
                    handler=lambda o, n: seen.append((o, n)), backoff=(0.001, 0.002))
     holder.append(inf)
     t = threading.Thread(target=inf._run)
@@ -107,7 +107,7 @@ def test_an_unreachable_server_is_resumed_from_the_same_version() -> None:
 
 def test_health_needs_sync_success_and_recent_contact() -> None:
     now = [100.0]
-    inf = Informer(None, "/x", name="x", clock=lambda: now[0])  # type: ignore[arg-type]
+    inf = Informer(None, "/x", name="x", clock=lambda: now[0])  # type: ignore[arg-type]  # never started: no Rest
     assert inf.health() == (False, "x: not synced yet")
     inf.synced.set()
     inf._contact()
@@ -120,7 +120,7 @@ def test_health_needs_sync_success_and_recent_contact() -> None:
 
 def test_health_grace_covers_a_watch_being_reopened() -> None:
     now = [100.0]
-    inf = Informer(None, "/x", name="x", clock=lambda: now[0])  # type: ignore[arg-type]
+    inf = Informer(None, "/x", name="x", clock=lambda: now[0])  # type: ignore[arg-type]  # never started: no Rest
     inf.synced.set()
     inf._contact()
     inf._failed("0 Unreachable: connection dropped")

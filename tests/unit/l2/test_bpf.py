@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RS, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Packet
 
 from lbspeaker.l2 import bpf
 
@@ -67,8 +68,8 @@ V6 = IPv6(src="2001:db8::20", dst="ff02::1:ff00:10")
         (bytes(ETH / ARP(op=1))[:20], False),  # too short to hold the opcode: the kernel drops it
     ],
 )
-def test_arp_program(arp_pair: tuple[socket.socket, socket.socket], frame: object, expected: bool) -> None:
-    assert _passes(arp_pair, bytes(frame)) is expected  # type: ignore[call-overload]
+def test_arp_program(arp_pair: tuple[socket.socket, socket.socket], frame: Packet | bytes, expected: bool) -> None:
+    assert _passes(arp_pair, bytes(frame)) is expected
 
 
 @pytest.mark.parametrize(
@@ -83,8 +84,8 @@ def test_arp_program(arp_pair: tuple[socket.socket, socket.socket], frame: objec
         (ETH / Dot1Q(vlan=5) / V6 / ICMPv6ND_NS(tgt="2001:db8::10"), False),
     ],
 )
-def test_nd_program(nd_pair: tuple[socket.socket, socket.socket], frame: object, expected: bool) -> None:
-    assert _passes(nd_pair, bytes(frame)) is expected  # type: ignore[call-overload]
+def test_nd_program(nd_pair: tuple[socket.socket, socket.socket], frame: Packet | bytes, expected: bool) -> None:
+    assert _passes(nd_pair, bytes(frame)) is expected
 
 
 def test_programs_end_in_accept_then_drop() -> None:

@@ -159,7 +159,7 @@ def test_pruning_changes_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_parameters_are_refused() -> None:
     for kwargs in ({"delay": -1.0}, {"burst": 0}, {"interval": 0.0}):
         with pytest.raises(ValueError):
-            Reclaim(**kwargs)  # type: ignore[arg-type]
+            Reclaim(**kwargs)
 
 
 # --- the facade ---------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class FakeAnnouncer:
 def test_a_claim_schedules_announcing_that_pair_again_and_only_a_pair_we_announce() -> None:
     announcer = L2Announcer(reclaim_delay=0.0, reclaim_burst=2, reclaim_interval=60.0)
     fake = FakeAnnouncer()
-    announcer._announcer = fake  # type: ignore[assignment]
+    announcer._announcer = fake  # type: ignore[assignment]  # a recording stand-in for the Announcer
     announcer._active = {(V4, "eth0"): PORT, (V6, "eth1"): OTHER}
     try:
         announcer._claimed(V4, PEER, "eth0")
@@ -220,7 +220,7 @@ def test_a_claim_schedules_announcing_that_pair_again_and_only_a_pair_we_announc
 def test_a_lost_pair_is_no_longer_defended_and_its_history_is_dropped() -> None:
     announcer = L2Announcer(reclaim_delay=0.5)
     fake = FakeAnnouncer()
-    announcer._announcer = fake  # type: ignore[assignment]
+    announcer._announcer = fake  # type: ignore[assignment]  # a recording stand-in for the Announcer
     announcer._started = True
     announcer._active = {(V4, "eth0"): PORT}
     try:

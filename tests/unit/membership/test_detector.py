@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from lbspeaker_testkit.membership_sim import Cut, Simulation
+from lbspeaker_testkit.membership_sim import Cut, SimNode, Simulation
 
 from lbspeaker.membership import wire
-from lbspeaker.membership.detector import Member, Timing
+from lbspeaker.membership.detector import Member, Outgoing, Timing
 from lbspeaker.membership.ring import Ring, needed_acks, quorum
 from lbspeaker.membership.wire import VOTE, Item
 
@@ -37,9 +37,13 @@ def until(sim: Simulation, cond: Callable[[Simulation], bool], limit: float, ste
     raise AssertionError(f"not within {limit}s")
 
 
-def warm(names: list[str] = NAMES, **kw: object) -> Simulation:
-    sim = Simulation(names, seed=7, **kw)  # type: ignore[arg-type]
-    until(sim, lambda s: len(s.answering()) == len(names), 5.0)
+def warm(names: list[str] = NAMES) -> Simulation:
+    return warmed(Simulation(names, seed=7))
+
+
+def warmed(sim: Simulation) -> Simulation:
+    """``sim`` once every node answers."""
+    until(sim, lambda s: len(s.answering()) == len(s.nodes), 5.0)
     return sim
 
 
@@ -72,7 +76,7 @@ def test_rings_are_symmetric_and_small() -> None:
 
 
 def test_a_cluster_comes_up_and_stays_up_under_loss() -> None:
-    sim = warm(loss=0.02)
+    sim = warmed(Simulation(NAMES, seed=7, loss=0.02))
     steps(sim, 20.0, step=0.05)
     assert sorted(sim.answering()) == NAMES
     assert all(n.detector.alive() == frozenset(NAMES) for n in sim.live())
@@ -156,14 +160,14 @@ def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> 
     captured: list[tuple[str, str, bytes]] = []
     original = sim._send
 
-    def tap(node, out, raw):  # type: ignore[no-untyped-def]
+    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
         if node.name == "n6":
             captured.append((node.name, out.to, raw))
         original(node, out, raw)
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
     steps(sim, 1.0)
-    sim._send = original  # type: ignore[method-assign]
+    sim._send = original  # type: ignore[method-assign]  # the tap removed
     sim.kill("n6")
     t0 = sim.now
     replayed = 0
@@ -182,17 +186,17 @@ def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> 
 def test_a_restarted_node_rejoins_with_a_higher_boot_and_its_old_datagrams_are_refused() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured = []
+    captured: list[tuple[str, bytes]] = []
     original = sim._send
 
-    def tap(node, out, raw):  # type: ignore[no-untyped-def]
+    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
         if node.name == "n7":
             captured.append((out.to, raw))
         original(node, out, raw)
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
     steps(sim, 0.5)
-    sim._send = original  # type: ignore[method-assign]
+    sim._send = original  # type: ignore[method-assign]  # the tap removed
     sim.kill("n7")
     until(sim, lambda s: not s.considered_alive("n7"), 1.0)
     sim.restart("n7")
@@ -204,7 +208,8 @@ def test_a_restarted_node_rejoins_with_a_higher_boot_and_its_old_datagrams_are_r
 
 
 def test_a_restarted_node_learns_the_dead_from_its_neighbours_before_answering() -> None:
-    sim = warm(warm=True)  # every Lease says "claiming": only the sync can tell the restarted node n0 died
+    # every Lease says "claiming": only the sync can tell the restarted node n0 died
+    sim = warmed(Simulation(NAMES, seed=7, warm=True))
     steps(sim, 1.0)
     sim.kill("n0")
     until(sim, lambda s: not s.considered_alive("n0"), 1.0)
@@ -287,7 +292,12 @@ def test_two_nodes_cut_apart_both_keep_their_own_and_neither_takes_the_other() -
     sim.observers.append(api)
     steps(sim, 1.0)
     sim.cut(Cut(frozenset({"a"}), frozenset({"b"})))
-    steps(sim, 3.0, lambda s: (no_double("a")(s), no_double("b")(s)))
+
+    def neither_counted_dead(s: Simulation) -> None:
+        no_double("a")(s)
+        no_double("b")(s)
+
+    steps(sim, 3.0, neither_counted_dead)
     assert sim.nodes["a"].detector.answering and sim.nodes["b"].detector.answering
 
 
@@ -345,7 +355,7 @@ def test_in_two_member_mode_a_vote_alone_never_concludes() -> None:
 def test_a_restarted_node_answers_only_after_the_others_count_it_alive() -> None:
     """Join grace: claim first, answer later, so the nodes holding its IPs have let go."""
     names = [f"j{i:02d}" for i in range(20)]
-    sim = warm(names, delay=0.002, jitter=0.002)
+    sim = warmed(Simulation(names, seed=7, delay=0.002, jitter=0.002))
     steps(sim, 1.0)
     sim.kill("j05")
     until(sim, lambda s: not s.considered_alive("j05"), 1.0)
@@ -366,17 +376,17 @@ def no_double_rejoin(subject: str) -> Callable[[Simulation], None]:
 def test_datagrams_of_an_older_boot_than_the_lease_shows_are_refused() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured = []
+    captured: list[tuple[str, bytes]] = []
     original = sim._send
 
-    def tap(node, out, raw):  # type: ignore[no-untyped-def]
+    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
         if node.name == "n7":
             captured.append((out.to, raw))
         original(node, out, raw)
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
     steps(sim, 0.3)
-    sim._send = original  # type: ignore[method-assign]
+    sim._send = original  # type: ignore[method-assign]  # the tap removed
     sim.kill("n7")
     members = dict(sim.members)
     members["n7"] = Member(addr=members["n7"].addr, boot=2)  # its new process wrote its Lease

@@ -15,7 +15,7 @@ class _NoApi:
 def test_a_death_is_acted_on_before_a_backlog_of_service_changes() -> None:
     speaker = Speaker(Rest(_NoApi()), "n1")  # type: ignore[arg-type]  # never started: no API call
     speaker.config = object()  # type: ignore[assignment]  # any configuration in force
-    speaker._parsed = speaker.config  # type: ignore[assignment]
+    speaker._parsed = speaker.config
     speaker.alive = frozenset({"n1", "n2", "n3"})
     order: list[str] = []
     calls: list[Changes] = []
@@ -28,6 +28,7 @@ def test_a_death_is_acted_on_before_a_backlog_of_service_changes() -> None:
         order.append("services")
         return set(keys)
 
+    # The steps around _step are replaced on purpose (method-assign); the replacements' types are still checked.
     speaker._alive_now = lambda: frozenset({"n1", "n2"})  # type: ignore[method-assign]
     speaker._protocols = protocols  # type: ignore[method-assign]
     speaker._update_services = update_services  # type: ignore[method-assign]
@@ -43,11 +44,11 @@ def test_a_death_is_acted_on_before_a_backlog_of_service_changes() -> None:
 def test_a_lease_renewal_alone_recomputes_nothing() -> None:
     from lbspeaker.config.parse import parse_config
 
-    speaker = Speaker(Rest(_NoApi()), "n1")  # type: ignore[arg-type]
+    speaker = Speaker(Rest(_NoApi()), "n1")  # type: ignore[arg-type]  # never started: no API call
     cfg = parse_config("address-pools:\n- name: p\n  protocol: layer2\n  addresses: [192.0.2.200/29]\n")
     speaker.config = speaker._parsed = cfg
     calls: list[Changes] = []
-    speaker._protocols = calls.append  # type: ignore[method-assign]
+    speaker._protocols = lambda changes: calls.append(changes)  # type: ignore[method-assign]  # recorded instead
     recomputed: list[bool] = []
     original = Speaker._update_members
 
@@ -56,7 +57,7 @@ def test_a_lease_renewal_alone_recomputes_nothing() -> None:
         original(self, force)
         recomputed.append(self._members_due != due)
 
-    speaker._update_members = lambda force: spy(speaker, force)  # type: ignore[method-assign,assignment]
+    speaker._update_members = lambda force: spy(speaker, force)  # type: ignore[method-assign]  # spied on
 
     def lease(renew: str, rv: str, subnets: str = "192.0.2.0/24") -> dict[str, object]:
         return {"metadata": {"name": "speaker-n2", "namespace": "lbspeaker-system", "resourceVersion": rv,

@@ -69,21 +69,23 @@ class Model:
             self.election.update(CONFIG, self.services, self.nodes, self.links, self.alive, Changes())
         elif kind == "service":
             key, ips, local, ready, any_ready = op[1:]
-            assert isinstance(key, str)
+            assert isinstance(key, str) and isinstance(ips, list) and isinstance(ready, frozenset)
             if ips:
-                self.services[key] = ServiceView(key, tuple(ips), bool(local), frozenset(ready), bool(any_ready))  # type: ignore[arg-type]
+                self.services[key] = ServiceView(key, tuple(ips), bool(local), frozenset(ready), bool(any_ready))
             else:
                 self.services.pop(key, None)
             self.election.update(CONFIG, self.services, self.nodes, self.links, self.alive,
                                  Changes(services=frozenset({key})))
         elif kind == "node":
             node, labels, unavailable = str(op[1]), op[2], op[3]
-            self.nodes[node] = NodeView(node, dict(labels), bool(unavailable))  # type: ignore[call-overload]
+            assert isinstance(labels, dict)
+            self.nodes[node] = NodeView(node, dict(labels), bool(unavailable))
             self.election.update(CONFIG, self.services, self.nodes, self.links, self.alive,
                                  Changes(nodes=frozenset({node})))
         elif kind == "link":
             node, subnets, up = str(op[1]), op[2], op[3]
-            self.links[node] = Link(tuple(subnets), bool(up))  # type: ignore[arg-type]
+            assert isinstance(subnets, tuple)
+            self.links[node] = Link(tuple(subnets), bool(up))
             self.election.update(CONFIG, self.services, self.nodes, self.links, self.alive,
                                  Changes(nodes=frozenset({node})))
 

@@ -191,7 +191,7 @@ def test_internal_ip_prefers_ipv4_and_skips_garbage() -> None:
 
 
 def test_speaker_lease_view_and_node_of() -> None:
-    obj = {"metadata": {"name": "speaker-node1", "resourceVersion": "7",
+    obj: dict[str, Any] = {"metadata": {"name": "speaker-node1", "resourceVersion": "7",
                         "annotations": {lease.HEARTBEAT_ANNOTATION: "192.0.2.1:7946", lease.BOOT_ANNOTATION: "4",
                                         lease.STATE_ANNOTATION: "9 serving",
                                         lease.VOTED_DEAD_ANNOTATION: "4.8 node2"}},
