@@ -37,11 +37,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import lbspeaker_testkit.speaker_lab as speaker_lab  # noqa: E402
-from bgp_speaker import ProcessAPIServer, pct  # noqa: E402
 from lbspeaker_testkit.bird import BirdBfd, BirdControl, BirdNeighbor, BirdRouter, render_bird_config  # noqa: E402
 from lbspeaker_testkit.netns import run  # noqa: E402
 from lbspeaker_testkit.speaker_lab import NAMESPACE, SpeakerLab, wait_for  # noqa: E402
 
+from hack.bench.bgp_speaker import ProcessAPIServer, pct  # noqa: E402
 from lbspeaker.kube.rest import MERGE_PATCH, path_for  # noqa: E402
 
 ROUTER = "192.0.2.1"
@@ -161,7 +161,7 @@ def main() -> int:
     ap.add_argument("--slow-trials", type=int, default=1, help="trials with the default 90 s hold time")
     ap.add_argument("--only", default="default,hold3,bfd", help="comma list of scenarios: default, hold3, bfd")
     args = ap.parse_args()
-    speaker_lab.APIServer = ProcessAPIServer  # type: ignore[misc,assignment]
+    speaker_lab.APIServer = ProcessAPIServer  # type: ignore[attr-defined,assignment]  # the API server in its own process
     wanted = set(args.only.split(","))
     results: dict[str, list[float]] = {}
     if "bfd" in wanted:

@@ -76,7 +76,7 @@ def test_states_restart_and_a_silent_stop(peer_and_daemon) -> None:  # type: ign
     # The fast timers in force on both ends (the Poll Sequence after Up is over): detection is 150 ms.
     def fast() -> bool:
         with lock:
-            return peer.sessions()[THEIRS].detection_time_ms == 150.0
+            return bool(peer.sessions()[THEIRS].detection_time_ms == 150.0)
 
     wait(fast, what="fast timers at the peer")
     daemon.stop()
@@ -85,7 +85,7 @@ def test_states_restart_and_a_silent_stop(peer_and_daemon) -> None:  # type: ign
 
     def peer_down() -> bool:
         with lock:
-            return peer.sessions()[THEIRS].state == "down"
+            return bool(peer.sessions()[THEIRS].state == "down")
 
     wait(peer_down, timeout=2, what="peer down")
     with lock:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from lbspeaker.bfd.engine import Engine, SessionKey, SessionSpec, SessionStatus
 from lbspeaker.bfd.packet import ControlPacket, Diag, State
 from lbspeaker.bfd.session import Timers
+
+T = TypeVar("T")
 
 FAST = Timers(desired_min_tx=50_000, required_min_rx=50_000, detect_mult=3)
 
@@ -39,7 +42,7 @@ class Runner:
             with self.lock:
                 self.engine.run_once(max_wait=0.01)
 
-    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+    def call(self, fn: Callable[..., T], *args: object) -> T:
         with self.lock:
             return fn(*args)
 
