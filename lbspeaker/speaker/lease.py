@@ -231,12 +231,7 @@ class LeaseKeeper:
         while True:
             try:
                 with self._lock:
-                    try:
-                        current: dict[str, Any] | None = self.rest.get(self.path)
-                    except ApiError as exc:
-                        if not exc.not_found:
-                            raise
-                        current = None
+                    current = self._current()
                     previous = speaker_lease(current) if current is not None else None
                     self.boot = (previous.boot if previous is not None else 0) + 1
                     self._last = current
@@ -347,13 +342,17 @@ class LeaseKeeper:
         self.writes += 1
         self.last_ok = time.monotonic()
 
-    def _reread(self) -> None:
+    def _current(self) -> dict[str, Any] | None:
+        """Our Lease as the API server has it now, or None when there is none."""
         try:
-            current: dict[str, Any] | None = self.rest.get(self.path)
+            return self.rest.get(self.path)
         except ApiError as exc:
             if not exc.not_found:
                 raise
-            current = None
+            return None
+
+    def _reread(self) -> None:
+        current = self._current()
         self._last = current
         view = speaker_lease(current) if current is not None else None
         if view is not None and view.voted_dead is not None and view.voted_dead[0] == self.boot \
