@@ -201,11 +201,7 @@ class Speaker:
         self._apply_key()
         self.lease.acquire(self._stop)
         self.lease.start()
-        if self.detector is not None and self.transport is not None:
-            self.transport.call(lambda d, now: d.start(self.lease.boot, now))
-            self.transport.start()
-            self._witness_thread = threading.Thread(target=self._witness_loop, name="witness", daemon=True)
-            self._witness_thread.start()
+        self._start_membership()
         self._started = True
         self.pending.flag("everything")
         self.loop.start()
@@ -381,8 +377,6 @@ class Speaker:
                 self.key_problem = why
             return
         if self.transport is None:
-            if self._started:
-                return  # a key that appears later needs a restart of the speaker to take effect
             self.detector = Detector(self.node, self.settings.timing, now=self.clock())
             host, port = self.settings.heartbeat_bind
             for candidate in ([host] if host else ["::", "0.0.0.0"]):
@@ -398,10 +392,25 @@ class Speaker:
                 return
             self.key_problem = None
             self._key = key
+            if self._started:
+                # The Secret was created after the speakers (the usual order of an install): switch
+                # from Lease-only liveness to membership now, no restart needed.
+                log.info("membership key found: joining membership")
+                self._start_membership()
+                self._members_dirty = True
+                self.lease.poke()  # publish our membership address
         elif key != self._key:
             self.transport.set_keys(key)
             self._key = key
             log.info("membership key rotated")
+
+    def _start_membership(self) -> None:
+        if self.transport is None or self.lease.boot == 0:
+            return
+        self.transport.call(lambda d, now: d.start(self.lease.boot, now))
+        self.transport.start()
+        self._witness_thread = threading.Thread(target=self._witness_loop, name="witness", daemon=True)
+        self._witness_thread.start()
 
     def _witness_loop(self) -> None:
         """Two-member clusters: the API server as the third vote (see ``membership.detector``)."""

@@ -129,6 +129,10 @@ class SpeakerProc:
     def ready(self) -> bool:
         return self.http("/readyz")[0] == 200
 
+    def answers_ready(self, text: str) -> Callable[[], bool]:
+        """A probe for ``wait_for``: does /readyz answer 200 with exactly ``text``?"""
+        return lambda: self.http("/readyz") == (200, text)
+
     def logs(self, tail: int = 6000) -> str:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")[-tail:]

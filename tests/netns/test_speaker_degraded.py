@@ -53,3 +53,29 @@ def test_a_deleted_lease_is_recreated(spk: SpeakerLab) -> None:
     node = next(n for n in ALL if spk.speakers[n].alive())
     spk.rest.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/speaker-{node}")
     wait_for("the Lease to come back", lambda: f"speaker-{node}" in spk.leases(), 10)
+
+
+def test_a_secret_created_after_the_speakers_switches_them_to_membership(spk: SpeakerLab) -> None:
+    """The usual install order (apply deploy/, then create the Secret): no restart is needed."""
+    import base64
+
+    from lbspeaker.kube.rest import path_for
+
+    spk.ensure_all()
+    key = base64.b64encode(os.urandom(32)).decode()
+    spk.rest.request("POST", path_for("v1", "secrets", NAMESPACE), body={
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lbspeaker-memberlist"},
+        "data": {"secretkey": key}})
+    for node in ALL:
+        proc = spk.speakers[node]
+        wait_for(f"{node} to join membership", proc.answers_ready("ok\n"), 20, 0.2)
+        wait_for(f"{node} to count 3 members", proc.counts_members(3), 20, 0.1)
+    ip = "192.0.2.231"
+    spk.service("joined", [ip], endpoints=ALL)
+    owner = election.owner(ip, ALL)
+    heir = election.owner(ip, tuple(n for n in ALL if n != owner))
+    assert owner is not None and heir is not None
+    wait_for(f"{owner} to answer", lambda: spk.arping(ip, count=1) == [spk.mac(owner)], 10)
+    spk.speakers[owner].kill()
+    # Membership, not a Lease expiry (40 s): the heir answers within a couple of seconds.
+    wait_for(f"{heir} to take over", lambda: spk.arping(ip, count=1) == [spk.mac(heir)], 3, 0.1)
