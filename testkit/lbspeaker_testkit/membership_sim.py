@@ -79,6 +79,7 @@ class Simulation:
         self.nodes: dict[str, SimNode] = {}
         self.members: dict[str, Member] = {}
         self.observers: list[Callable[[Simulation], None]] = []
+        self.taps: dict[str, list[tuple[str, bytes]]] = {}  # node -> (recipient, datagram) it sent
         self.delivered = 0
         self.dropped = 0
         for name in names:
@@ -142,6 +143,17 @@ class Simulation:
                 node.detector.set_members(self.members, self.now)
                 self._wake(node, self.now)
 
+    def tap(self, name: str) -> list[tuple[str, bytes]]:
+        """Record every datagram ``name`` sends from now on (as an attacker on the wire would)."""
+        return self.taps.setdefault(name, [])
+
+    def untap(self, name: str) -> None:
+        self.taps.pop(name, None)
+
+    def replay(self, recipient: str, data: bytes, sender: str) -> None:
+        """Deliver ``data`` to ``recipient`` now, as if ``sender`` had just sent it again."""
+        self._run(self.nodes[recipient], data, sender)
+
     def cut(self, cut: Cut) -> Cut:
         self.cuts.append(cut)
         return cut
@@ -187,6 +199,9 @@ class Simulation:
 
     def _send(self, node: SimNode, out: Outgoing, raw: bytes) -> None:
         node.sent += 1
+        tapped = self.taps.get(node.name)
+        if tapped is not None:
+            tapped.append((out.to, raw))
         if self.loss and self.rng.random() < self.loss:
             self.dropped += 1
             return

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from lbspeaker_testkit.membership_sim import Cut, SimNode, Simulation
+from lbspeaker_testkit.membership_sim import Cut, Simulation
 
 from lbspeaker.membership import wire
-from lbspeaker.membership.detector import Member, Outgoing, Timing
+from lbspeaker.membership.detector import Member, Timing
 from lbspeaker.membership.ring import Ring, needed_acks, quorum
 from lbspeaker.membership.wire import VOTE, Item
 
@@ -157,25 +157,16 @@ def test_a_graceful_leave_is_known_at_once() -> None:
 def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured: list[tuple[str, str, bytes]] = []
-    original = sim._send
-
-    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
-        if node.name == "n6":
-            captured.append((node.name, out.to, raw))
-        original(node, out, raw)
-
-    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
+    captured = sim.tap("n6")
     steps(sim, 1.0)
-    sim._send = original  # type: ignore[method-assign]  # the tap removed
+    sim.untap("n6")
     sim.kill("n6")
     t0 = sim.now
     replayed = 0
     while sim.now < t0 + 1.5:
-        for _src, to, raw in captured[replayed:replayed + 20]:
-            node = sim.nodes[to]
-            if node.up:
-                sim._run(node, raw, "n6")
+        for to, raw in captured[replayed:replayed + 20]:
+            if sim.nodes[to].up:
+                sim.replay(to, raw, "n6")
         replayed += 20
         sim.run_until(sim.now + 0.02)
     assert not sim.considered_alive("n6")
@@ -186,23 +177,15 @@ def test_replayed_datagrams_are_rejected_and_cannot_keep_a_dead_node_alive() -> 
 def test_a_restarted_node_rejoins_with_a_higher_boot_and_its_old_datagrams_are_refused() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured: list[tuple[str, bytes]] = []
-    original = sim._send
-
-    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
-        if node.name == "n7":
-            captured.append((out.to, raw))
-        original(node, out, raw)
-
-    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
+    captured = sim.tap("n7")
     steps(sim, 0.5)
-    sim._send = original  # type: ignore[method-assign]  # the tap removed
+    sim.untap("n7")
     sim.kill("n7")
     until(sim, lambda s: not s.considered_alive("n7"), 1.0)
     sim.restart("n7")
     until(sim, lambda s: s.nodes["n7"].detector.answering and len(s.considered_alive("n7")) == 7, 3.0)
     for to, raw in captured:
-        sim._run(sim.nodes[to], raw, "n7")
+        sim.replay(to, raw, "n7")
     assert sum(n.detector.rejected.get("stale-boot", 0) for n in sim.live()) >= len(captured)
     assert len(sim.considered_alive("n7")) == 7
 
@@ -376,22 +359,14 @@ def no_double_rejoin(subject: str) -> Callable[[Simulation], None]:
 def test_datagrams_of_an_older_boot_than_the_lease_shows_are_refused() -> None:
     sim = warm()
     steps(sim, 1.0)
-    captured: list[tuple[str, bytes]] = []
-    original = sim._send
-
-    def tap(node: SimNode, out: Outgoing, raw: bytes) -> None:
-        if node.name == "n7":
-            captured.append((out.to, raw))
-        original(node, out, raw)
-
-    sim._send = tap  # type: ignore[method-assign]  # deliberately tapped (the tap's type is still checked)
+    captured = sim.tap("n7")
     steps(sim, 0.3)
-    sim._send = original  # type: ignore[method-assign]  # the tap removed
+    sim.untap("n7")
     sim.kill("n7")
     members = dict(sim.members)
     members["n7"] = Member(addr=members["n7"].addr, boot=2)  # its new process wrote its Lease
     sim.set_members(members)
     before = sum(n.detector.rejected.get("stale-boot", 0) for n in sim.live())
     for to, raw in captured[-5:]:
-        sim._run(sim.nodes[to], raw, "n7")
+        sim.replay(to, raw, "n7")
     assert sum(n.detector.rejected.get("stale-boot", 0) for n in sim.live()) == before + 5
