@@ -47,7 +47,7 @@ or the dead set changes.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -758,9 +758,3 @@ class Detector:
             del self._sent[seq]
         for name in [n for n, p in self.peers.items() if not self._is_contact(n, p, now)]:
             del self.peers[name]
-
-    # -- helpers for tests and the simulator ---------------------------------------------------------
-
-    def votes_against(self, subject: str) -> Iterable[str]:
-        known = self.known.get(subject)
-        return sorted(known.votes or {}) if known is not None else []

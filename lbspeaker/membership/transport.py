@@ -96,6 +96,11 @@ class Transport:
         self._poke()
         return result
 
+    def peek(self, fn: Callable[[Detector, float], T]) -> T:
+        """Read the detector under its lock without waking the thread (nothing changed for it to act on)."""
+        with self._lock:
+            return fn(self.detector, self._clock())
+
     def set_keys(self, keys: bytes | Sequence[bytes]) -> None:
         validated = wire.validate_keys(keys)
         with self._lock:

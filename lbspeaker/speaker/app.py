@@ -422,7 +422,7 @@ class Speaker:
             def look(d: Detector, now: float) -> tuple[bool, set[tuple[str, int, int]]]:
                 return d.wants_witness(now), set(d.witness_votes)
 
-            wants, votes = transport.call(look)
+            wants, votes = transport.peek(look)
             if wants:
                 ok, sent_at = self.lease.witness()
                 if ok:
@@ -481,8 +481,7 @@ class Speaker:
             work.services.update(self.services.all_keys())
             work.services.update(self.service_views)
             work.nodes.update(n.split("/")[-1] for n in self.nodes.all_keys())
-            work.leases.update(n for n in (node_of({"metadata": {"name": k.split("/")[-1]}})
-                                           for k in self.leases.all_keys()) if n)
+            work.leases.update(n for n in map(node_of, self.leases.items()) if n)
             work.leases.update(self.lease_views)
         # 1. Liveness first, alone, over the views as they were: failover never waits for other work.
         alive = self._alive_now()
@@ -634,7 +633,7 @@ class Speaker:
 
     def _alive_now(self) -> frozenset[str]:
         if self.transport is not None:
-            return self.transport.call(lambda d, _now: d.alive())
+            return self.transport.peek(lambda d, _now: d.alive())
         # Degraded: a member is alive while its Lease is current (and always ourselves); while the API
         # server is unreachable nobody's Lease can move, so nobody counts as expired.
         now = self.clock()

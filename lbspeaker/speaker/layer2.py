@@ -139,6 +139,17 @@ class Election:
         eligible = self.groups[rec.group].eligible if rec.group is not None else frozenset()
         return Decision(rec.ip, rec.pool, rec.protocol, rec.services, eligible, rec.owner)
 
+    def bgp_eligible(self, ip: str) -> frozenset[str]:
+        """A bgp IP's announcers: every live node its pool selects and its endpoints allow (no owner)."""
+        rec = self.ips.get(ip)
+        pool = next((p for p in self.config.address_pools if p.name == rec.pool), None) \
+            if rec is not None and self.config is not None else None
+        if rec is None or pool is None:
+            return frozenset()
+        allowed = self._allowed(rec)
+        eligible = self._selected_by(pool) & self.alive
+        return eligible if allowed is None else eligible & allowed
+
     def update(self, config: Config | None, services: Mapping[str, ServiceView], nodes: Mapping[str, NodeView],
                links: Mapping[str, Link], alive: frozenset[str], changes: Changes) -> set[str]:
         """Bring the owners up to date; returns the IPs whose owner changed (or that came or went)."""
@@ -407,14 +418,7 @@ def plan(config: Config | None, services: Sequence[ServiceView], nodes: Mapping[
             assert decision is not None
             out.l2[ip] = decision
         else:
-            # BGP: every live node the pool selects and the endpoints allow announces it (no owner).
-            pool = next(p for p in config.address_pools if p.name == rec.pool) if config is not None else None
-            eligible: frozenset[str] = frozenset()
-            if pool is not None:
-                allowed = election._allowed(rec)
-                eligible = election._selected_by(pool) & election.alive
-                eligible = eligible if allowed is None else eligible & allowed
-            out.bgp[ip] = Decision(ip, rec.pool, rec.protocol, rec.services, eligible, None)
+            out.bgp[ip] = Decision(ip, rec.pool, rec.protocol, rec.services, election.bgp_eligible(ip), None)
     return out
 
 

@@ -64,14 +64,13 @@ class Simulation:
     """A cluster of ``names`` on a simulated network."""
 
     def __init__(self, names: Iterable[str], *, timing: Timing | None = None, seed: int = 1,
-                 delay: float = 0.0005, jitter: float = 0.0005, loss: float = 0.0, encode: bool = True,
+                 delay: float = 0.0005, jitter: float = 0.0005, loss: float = 0.0,
                  ready: bool = True, warm: bool = False) -> None:
         self.timing = timing or Timing()
         self.rng = random.Random(seed)
         self.delay = delay
         self.jitter = jitter
         self.loss = loss
-        self.encode = encode
         self.now = 0.0
         self.cuts: list[Cut] = []
         self._events: list[_Event] = []
@@ -185,13 +184,13 @@ class Simulation:
         started = time.process_time()
         if data is not None:
             node.received += 1
-            msg = wire.decode(data, (KEY,), node.name) if self.encode else _unpickle(data)
+            msg = wire.decode(data, (KEY,), node.name)
             if isinstance(msg, wire.Rejected):
                 det.reject(msg.reason)
             else:
                 det.receive(msg, self.now)
         out = det.tick(self.now)
-        encoded = [(o, wire.encode(o.message, KEY, o.to) if self.encode else _pickle(o.message)) for o in out]
+        encoded = [(o, wire.encode(o.message, KEY, o.to)) for o in out]
         node.cpu += time.process_time() - started
         for o, raw in encoded:
             self._send(node, o, raw)
@@ -234,18 +233,3 @@ def _warm(det: Detector) -> None:
         peer.last_heard = peer.last_fresh = peer.ack_at = 0.0
         peer.ack_version = 2
     det.epoch += 1
-
-
-_MESSAGES: dict[bytes, wire.Message] = {}
-_ids = itertools.count()
-
-
-def _pickle(msg: wire.Message) -> bytes:
-    # Without encoding (faster simulations): pass the object through a table keyed by a token.
-    token = next(_ids).to_bytes(8, "big")
-    _MESSAGES[token] = msg
-    return token
-
-
-def _unpickle(token: bytes) -> wire.Message:
-    return _MESSAGES.pop(token)

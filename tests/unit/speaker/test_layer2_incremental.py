@@ -16,27 +16,9 @@ from lbspeaker.speaker import eligibility
 from lbspeaker.speaker.layer2 import Election, plan
 from lbspeaker.speaker.lease import Link
 from lbspeaker.speaker.protocol import Changes
+from tests.unit.speaker.pools import CONFIG, V4, V6
 
 NODES = [f"n{i}" for i in range(6)]
-V4 = ipaddress.ip_network("192.0.2.0/24")
-V6 = ipaddress.ip_network("2001:db8::/64")
-CONFIG = parse_config("""
-address-pools:
-- name: l2
-  protocol: layer2
-  addresses: [192.0.2.200-192.0.2.230, 2001:db8::1000/124]
-- name: far
-  protocol: layer2
-  addresses: [203.0.113.0/28]
-- name: rack
-  protocol: layer2
-  addresses: [192.0.2.100-192.0.2.110]
-  node-selectors:
-  - match-labels: {rack: a}
-- name: routed
-  protocol: bgp
-  addresses: [198.51.100.0/28]
-""")
 IPS = ["192.0.2.200", "192.0.2.201", "192.0.2.202", "192.0.2.203", "2001:db8::1001", "2001:db8::1002",
        "203.0.113.3", "192.0.2.105", "198.51.100.2", "192.0.2.9"]
 

@@ -9,34 +9,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from lbspeaker import election, objects
-from lbspeaker.config.parse import parse_config
 from lbspeaker.l2.interfaces import Interface
 from lbspeaker.speaker import eligibility, layer2, lease
 from lbspeaker.speaker.app import decode_key
 from lbspeaker.speaker.layer2 import local_link
 from lbspeaker.speaker.lease import node_of
 from lbspeaker.speaker.metrics import SpeakerCollector
+from tests.unit.speaker.pools import CONFIG, V4, V6
 
 ALL = ("node1", "node2", "node3")
-V4 = ipaddress.ip_network("192.0.2.0/24")
-V6 = ipaddress.ip_network("2001:db8::/64")
-CONFIG = parse_config("""
-address-pools:
-- name: l2
-  protocol: layer2
-  addresses: [192.0.2.200-192.0.2.250, 2001:db8::1000/120]
-- name: far
-  protocol: layer2
-  addresses: [203.0.113.0/28]
-- name: rack
-  protocol: layer2
-  addresses: [192.0.2.100-192.0.2.110]
-  node-selectors:
-  - match-labels: {rack: a}
-- name: routed
-  protocol: bgp
-  addresses: [198.51.100.0/28]
-""")
 
 
 def node(name: str, labels: dict[str, str] | None = None, unavailable: bool = False,
